@@ -1,0 +1,88 @@
+"""Where the garment is: a box (x0, y0, x1, y1) in [0, 1] of the image, from one of the crop backends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fashionrec.errors import UserError
+
+Boxer = Callable[[Image.Image], np.ndarray]
+
+WHOLE_IMAGE = np.array([0.0, 0.0, 1.0, 1.0], dtype=np.float32)
+ANALYSIS_SIDE = 160  # the box is relative: a small copy locates it well enough, and fast
+MIN_TOLERANCE = 24  # per-channel difference (0-255) below which a pixel counts as background
+MARGIN = 0.04  # fraction of the image added around the found box, so edges are not clipped
+MIN_AREA = 0.01  # a smaller box is noise (a speck of dust), not a garment
+
+
+def whole_image(image: Image.Image) -> np.ndarray:
+    """The `none` backend: the whole picture."""
+    return WHOLE_IMAGE.copy()
+
+
+def foreground_box(image: Image.Image) -> np.ndarray:
+    """The `foreground` backend: catalog photos stand on a plain background, so the garment is whatever
+    differs from the colour of the border; the whole image when nothing clearly does."""
+    small = image.convert("RGB")
+    if max(small.size) > ANALYSIS_SIDE:
+        small = small.copy()
+        small.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR)
+    pixels = np.asarray(small, dtype=np.int16)
+    h, w = pixels.shape[:2]
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = np.median(border, axis=0)
+    border_noise = np.abs(border - background).max(axis=1)
+    tolerance = max(MIN_TOLERANCE, float(np.percentile(border_noise, 90)) + 8)
+    foreground = np.abs(pixels - background).max(axis=2) > tolerance
+    min_count = max(1, round(0.02 * min(h, w)))  # a row or column needs a few such pixels, not one
+    rows = np.flatnonzero(foreground.sum(axis=1) >= min_count)
+    cols = np.flatnonzero(foreground.sum(axis=0) >= min_count)
+    if rows.size == 0 or cols.size == 0:
+        return WHOLE_IMAGE.copy()
+    box = np.array([cols[0] / w, rows[0] / h, (cols[-1] + 1) / w, (rows[-1] + 1) / h])
+    if (box[2] - box[0]) * (box[3] - box[1]) < MIN_AREA:
+        return WHOLE_IMAGE.copy()
+    box += [-MARGIN, -MARGIN, MARGIN, MARGIN]
+    return np.clip(box, 0.0, 1.0).astype(np.float32)
+
+
+class YoloBoxer:
+    """The `yolo` backend: the most confident box of a user-supplied ultralytics detector."""
+
+    def __init__(self, weights: str | Path) -> None:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"YOLO weights file not found: {path}")
+        try:
+            from ultralytics import YOLO
+        except ImportError:
+            raise UserError("--crop yolo needs ultralytics: pip install 'fashionrec[yolo]'") from None
+        try:
+            self._model = YOLO(str(path))
+        except Exception as e:  # ultralytics raises many kinds for a bad file; the user needs the path
+            raise UserError(f"cannot load YOLO weights {path}: {e}") from None
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        result = self._model.predict(image, verbose=False)[0]
+        boxes = np.asarray(result.boxes.xyxyn.tolist(), dtype=np.float32).reshape(-1, 4)
+        if boxes.shape[0] == 0:
+            return WHOLE_IMAGE.copy()
+        confidence = np.asarray(result.boxes.conf.tolist(), dtype=np.float32)
+        return np.clip(boxes[int(confidence.argmax())], 0.0, 1.0)
+
+
+def make_boxer(crop: str, yolo_weights: str | None) -> Boxer:
+    """The box function of a crop backend name (see `PreprocessConfig.crop`)."""
+    if crop == "none":
+        return whole_image
+    if crop == "foreground":
+        return foreground_box
+    if crop == "yolo":
+        if yolo_weights is None:
+            raise UserError("--crop yolo needs --yolo-weights FILE")
+        return YoloBoxer(yolo_weights)
+    raise UserError(f"unknown crop backend {crop!r} (choose from none, foreground, yolo)")

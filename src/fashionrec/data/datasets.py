@@ -1,0 +1,102 @@
+"""Torch datasets over the preprocessing cache: uint8 CHW images (the model normalises), float landmarks
+with a bool mask, and tokenised caption text."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch.utils.data import Dataset
+
+from fashionrec.data.cache import ImageCache
+from fashionrec.data.fashioniq import Triplet, caption_text
+from fashionrec.data.preprocess import PreprocessedImage
+from fashionrec.errors import UserError
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> tuple[list[int], list[int]]:
+        """input_ids and attention_mask, padded to a fixed length."""
+        ...
+
+
+def caption_order_seed(seed: int, epoch: int, index: int) -> int:
+    """The training caption order of one item: a hash, so a resumed run repeats it without RNG state."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def image_tensors(item: PreprocessedImage, prefix: str = "") -> dict[str, torch.Tensor]:
+    """One cached image as the model's input tensors, keys prefixed (e.g. "ref_")."""
+    return {
+        f"{prefix}image": torch.from_numpy(item.image).permute(2, 0, 1).contiguous(),
+        f"{prefix}crop": torch.from_numpy(item.crop).permute(2, 0, 1).contiguous(),
+        f"{prefix}landmarks": torch.from_numpy(item.landmarks),
+        f"{prefix}landmark_mask": torch.from_numpy(item.landmark_mask),
+    }
+
+
+def _require_cached(ids: Sequence[str], cache: ImageCache) -> None:
+    absent = [i for i in dict.fromkeys(ids) if i not in cache]
+    if absent:
+        raise UserError(
+            f"{len(absent)} images are not in the cache {cache.root} (first: {absent[0]}); build it first"
+        )
+
+
+class TripletDataset(Dataset):
+    """Training and evaluation queries: reference image, caption text, target image.
+
+    With `train`, the captions are shuffled by `caption_order_seed(seed, epoch, index)`; call `set_epoch`
+    before each epoch (DataLoader workers see it when they are created, so not with persistent_workers).
+    """
+
+    def __init__(
+        self, triplets: Sequence[Triplet], cache: ImageCache, tokenizer: Tokenizer, train: bool, seed: int = 0
+    ) -> None:
+        self.triplets = list(triplets)
+        _require_cached([i for t in self.triplets for i in (t.candidate, t.target)], cache)
+        self.cache, self.tokenizer, self.train, self.seed = cache, tokenizer, train, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def text(self, index: int) -> str:
+        """The caption text of item `index` in the current epoch."""
+        order = caption_order_seed(self.seed, self.epoch, index) if self.train else None
+        return caption_text(self.triplets[index].captions, order)
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        triplet = self.triplets[index]
+        input_ids, attention_mask = self.tokenizer.encode(self.text(index))
+        return {
+            **image_tensors(self.cache.get(triplet.candidate), "ref_"),
+            **image_tensors(self.cache.get(triplet.target), "tgt_"),
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "attention_mask": torch.tensor(attention_mask, dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
+
+
+class GalleryDataset(Dataset):
+    """The images a query is ranked against (or a catalog to index), encoded once each."""
+
+    def __init__(self, ids: Sequence[str], cache: ImageCache) -> None:
+        self.ids = list(ids)
+        _require_cached(self.ids, cache)
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            **image_tensors(self.cache.get(self.ids[index])),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
