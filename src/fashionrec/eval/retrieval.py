@@ -1,0 +1,127 @@
+"""The FashionIQ retrieval protocol: per category, every gallery image is encoded once by the target block,
+every query once by the reference block; cosine similarity ranks the whole gallery for each query."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fashionrec.data.cache import ImageCache
+from fashionrec.data.datasets import GalleryDataset, TripletDataset
+from fashionrec.data.fashioniq import CategorySplit, Triplet
+from fashionrec.eval.metrics import recall_at_k, target_ranks
+from fashionrec.model.fashionvlp import FashionVLP
+
+KS = (10, 50)
+
+
+@dataclass
+class EvalSettings:
+    device: torch.device
+    batch_size: int = 64
+    num_workers: int = 0
+    amp_dtype: torch.dtype | None = None
+    query_limit: int | None = None  # fast validation: a fixed, seeded subset of queries per category
+    seed: int = 0
+
+
+def loader(dataset: Dataset, settings: EvalSettings) -> DataLoader:
+    """In-order loader with its own generator, so evaluating never draws from the global RNG."""
+    return DataLoader(
+        dataset, batch_size=settings.batch_size, shuffle=False, num_workers=settings.num_workers,
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+
+
+def _autocast(settings: EvalSettings):
+    if settings.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(settings.device.type, dtype=settings.amp_dtype)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def encode_gallery(model: FashionVLP, ids: Sequence[str], cache: ImageCache, settings: EvalSettings) -> torch.Tensor:
+    out = []
+    for batch in loader(GalleryDataset(list(ids), cache), settings):
+        b = _to(batch, settings.device)
+        with _autocast(settings):
+            out.append(model.encode_target(b["image"], b["crop"], b["landmarks"], b["landmark_mask"]).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, model.config.d_model)
+
+
+@torch.no_grad()
+def encode_queries(
+    model: FashionVLP, triplets: Sequence[Triplet], cache: ImageCache, settings: EvalSettings
+) -> torch.Tensor:
+    out = []
+    dataset = TripletDataset(list(triplets), cache, model.tokenizer, train=False, seed=settings.seed)
+    for batch in loader(dataset, settings):
+        b = _to(batch, settings.device)
+        with _autocast(settings):
+            f = model.encode_reference(
+                b["ref_image"], b["ref_crop"], b["ref_landmarks"], b["ref_landmark_mask"],
+                b["input_ids"], b["attention_mask"],
+            )
+        out.append(f.float().cpu())
+    return torch.cat(out) if out else torch.empty(0, model.config.d_model)
+
+
+def select_queries(split: CategorySplit, settings: EvalSettings) -> list[Triplet]:
+    """Queries whose target is in the gallery; with a limit, a fixed seeded subset of them."""
+    in_gallery = set(split.gallery)
+    queries = [t for t in split.triplets if t.target in in_gallery]
+    if settings.query_limit is not None and len(queries) > settings.query_limit:
+        g = torch.Generator().manual_seed(settings.seed)
+        keep = sorted(torch.randperm(len(queries), generator=g)[: settings.query_limit].tolist())
+        queries = [queries[i] for i in keep]
+    return queries
+
+
+def score_category(
+    gallery_ids: Sequence[str], gallery: torch.Tensor, queries: Sequence[Triplet], query_emb: torch.Tensor
+) -> dict[str, float]:
+    position = {gid: i for i, gid in enumerate(gallery_ids)}
+    targets = torch.tensor([position[q.target] for q in queries], dtype=torch.long)
+    own = torch.tensor([position.get(q.candidate, -1) for q in queries], dtype=torch.long)
+    ranks = target_ranks(query_emb @ gallery.t(), targets, exclude_index=own)
+    return {f"recall_at_{k}": recall_at_k(ranks, k) for k in KS}
+
+
+def with_average(per_category: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    cats = list(per_category.values())
+    average = {f"recall_at_{k}": sum(c[f"recall_at_{k}"] for c in cats) / max(len(cats), 1) for k in KS}
+    return {**per_category, "average": average}
+
+
+def evaluate(
+    model: FashionVLP, splits: dict[str, CategorySplit], cache: ImageCache, settings: EvalSettings
+) -> dict[str, dict[str, float]]:
+    """Per-category and average Recall@10/50 (fractions in [0, 1])."""
+    was_training = model.training
+    model.eval()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for name, split in splits.items():
+            queries = select_queries(split, settings)
+            gallery = encode_gallery(model, split.gallery, cache, settings)
+            query_emb = encode_queries(model, queries, cache, settings)
+            results[name] = score_category(split.gallery, gallery, queries, query_emb)
+    finally:
+        model.train(was_training)
+    return with_average(results)
+
+
+def format_table(metrics: dict[str, dict[str, float]], categories: Iterable[str] | None = None) -> str:
+    rows = [f"{'category':<10} {'R@10':>8} {'R@50':>8}"]
+    for name in categories or metrics:
+        m = metrics[name]
+        rows.append(f"{name:<10} {100 * m['recall_at_10']:>7.2f}% {100 * m['recall_at_50']:>7.2f}%")
+    return "\n".join(rows)
