@@ -1,0 +1,150 @@
+"""The checkpoint manager: the one place that names, writes, prunes, finds and loads checkpoint files.
+
+File names (prefix `optimized_model` for `train`, `resumed_model` for `resume`):
+  {prefix}_epoch_{E}_recall_{R:.4f}.pt     end of epoch E (E epochs complete)
+  {prefix}_epoch_{E}_step_{S}.pt           inside epoch E, after S of its optimizer steps
+  best_{prefix}_recall_{R:.4f}.pt          best validation Recall@10 so far (replaced only by a better one)
+  final_{prefix}_epoch_{E}_recall_{R:.4f}.pt
+Every write is atomic (temp file, fsync, rename, fsync of the folder): a crash mid-save leaves the previous
+files intact. Loading uses torch.load(weights_only=True)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fashionrec.atomic import atomic_write
+from fashionrec.errors import UserError
+from fashionrec.model.hub import read_checkpoint
+
+TRAIN_PREFIX = "optimized_model"
+RESUME_PREFIX = "resumed_model"
+
+EPOCH_RE = re.compile(r"^(?P<prefix>\w+?_model)_epoch_(?P<epoch>\d+)_recall_(?P<recall>[\d.]+)\.pt$")
+STEP_RE = re.compile(r"^(?P<prefix>\w+?_model)_epoch_(?P<epoch>\d+)_step_(?P<step>\d+)\.pt$")
+BEST_RE = re.compile(r"^best_(?P<prefix>\w+?_model)_recall_(?P<recall>[\d.]+)\.pt$")
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A periodic checkpoint file and its place in training: (epochs complete, steps into the next epoch)."""
+
+    path: Path
+    prefix: str
+    progress: tuple[int, int]
+
+
+def parse_periodic(path: Path) -> Periodic | None:
+    if m := EPOCH_RE.match(path.name):
+        if m["prefix"].startswith(("best_", "final_")):
+            return None
+        return Periodic(path, m["prefix"], (int(m["epoch"]), 0))
+    if m := STEP_RE.match(path.name):
+        # Named after the epoch in progress (1-based), so it sits after the previous epoch's end.
+        return Periodic(path, m["prefix"], (int(m["epoch"]) - 1, int(m["step"])))
+    return None
+
+
+def periodic_checkpoints(directory: Path) -> list[Periodic]:
+    """Oldest first, by training progress, then modification time."""
+    found = [p for p in (parse_periodic(f) for f in directory.glob("*.pt")) if p is not None]
+    return sorted(found, key=lambda p: (p.progress, p.path.stat().st_mtime_ns))
+
+
+def save_file(state: dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(target: str | Path, log=print) -> tuple[dict[str, Any], Path]:
+    """A checkpoint file, or the newest checkpoint in a folder that loads cleanly (older ones are tried
+    in turn when the newest is truncated or corrupt, and the fallback is reported)."""
+    target = Path(target)
+    if not target.exists():
+        raise UserError(f"Checkpoint not found: {target}")
+    if target.is_file():
+        return read_checkpoint(target), target
+    candidates = [p.path for p in reversed(periodic_checkpoints(target))]
+    candidates += sorted(target.glob("final_*.pt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    if not candidates:
+        raise UserError(f"Checkpoint not found: no checkpoint files in {target}")
+    for path in candidates:
+        try:
+            return read_checkpoint(path), path
+        except UserError as e:
+            log(f"warning: skipping unreadable checkpoint ({e}); falling back to the previous one")
+    raise UserError(f"no checkpoint in {target} loads cleanly")
+
+
+class CheckpointManager:
+    """Writes one run's checkpoints into `directory`. `protected` files (the checkpoint a resumed run
+    started from) are never overwritten or deleted."""
+
+    def __init__(self, directory: str | Path, prefix: str, keep_last: int = 0, protected: Path | None = None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.keep_last = keep_last
+        self.protected = {protected.resolve()} if protected else set()
+        self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of a save that was killed mid-write: never valid, safe to drop."""
+        for tmp in self.directory.glob(".*.pt.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def _write(self, state: dict[str, Any], name: str) -> Path:
+        path = self.directory / name
+        if path.resolve() in self.protected:
+            raise UserError(f"refusing to overwrite the checkpoint this run started from: {path}")
+        save_file(state, path)
+        return path
+
+    def save_epoch(self, state: dict[str, Any], epoch: int, recall: float) -> Path:
+        path = self._write(state, f"{self.prefix}_epoch_{epoch}_recall_{recall:.4f}.pt")
+        self.prune()
+        return path
+
+    def save_step(self, state: dict[str, Any], epoch_in_progress: int, step: int) -> Path:
+        path = self._write(state, f"{self.prefix}_epoch_{epoch_in_progress}_step_{step}.pt")
+        self.prune()
+        return path
+
+    def _link_or_copy(self, source: Path, name: str) -> Path:
+        """Best and final files are the same bytes as a periodic file: a hard link costs no write."""
+        dest = self.directory / name
+        if dest.resolve() in self.protected:
+            raise UserError(f"refusing to overwrite the checkpoint this run started from: {dest}")
+        tmp = self.directory / f".{name}.link.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+        return dest
+
+    def save_best(self, source: Path, recall: float) -> Path:
+        """Replace this run's previous best file with a better one."""
+        dest = self._link_or_copy(source, f"best_{self.prefix}_recall_{recall:.4f}.pt")
+        for old in self.directory.glob(f"best_{self.prefix}_recall_*.pt"):
+            if old != dest and old.resolve() not in self.protected:
+                old.unlink()
+        return dest
+
+    def save_final(self, source: Path, epoch: int, recall: float) -> Path:
+        return self._link_or_copy(source, f"final_{self.prefix}_epoch_{epoch}_recall_{recall:.4f}.pt")
+
+    def prune(self) -> None:
+        """Keep the newest `keep_last` periodic checkpoints of this run's prefix; never best or final."""
+        if self.keep_last <= 0:
+            return
+        mine = [p for p in periodic_checkpoints(self.directory) if p.prefix == self.prefix]
+        for old in mine[: max(len(mine) - self.keep_last, 0)]:
+            if old.path.resolve() not in self.protected:
+                old.path.unlink(missing_ok=True)

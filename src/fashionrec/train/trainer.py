@@ -1,0 +1,284 @@
+"""The training loop. A `Trainer` owns the model, optimizer, schedule, grad scaler and progress counters;
+its `state_dict()` is everything a bit-exact resume needs, and the checkpoint manager writes it."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fashionrec.data.cache import ImageCache
+from fashionrec.data.datasets import TripletDataset
+from fashionrec.eval.retrieval import EvalSettings, evaluate
+from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.hub import clean_state_dict
+from fashionrec.train.checkpoint import CheckpointManager
+from fashionrec.train.data import ResumableSampler, TrainingData, make_loader
+from fashionrec.train.params import TrainConfig
+from fashionrec.train.schedule import build_scheduler, current_lr
+
+FORMAT_VERSION = 1
+ADAMW_LR = 4e-4  # the optimizer's own LR; the schedule sets the LR actually used, as in the original system
+
+
+class TrainingStopped(Exception):
+    """Raised after a requested stop (SIGTERM, SIGINT) once the state is safely checkpointed."""
+
+
+@dataclass
+class Progress:
+    """Counters and histories that make a checkpoint resumable at any optimizer step."""
+
+    epoch: int = 0  # epochs complete
+    samples_in_epoch: int = 0  # this rank's samples already consumed in the epoch in progress
+    step_in_epoch: int = 0
+    global_step: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
+    train_losses: list[float] = field(default_factory=list)
+    val_recalls: list[float] = field(default_factory=list)
+    val_recalls_at_50: list[float] = field(default_factory=list)
+    best_recall: float = -1.0
+    micro_splits: int = 1  # >1 after an out-of-memory error halved the micro-batch
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> Progress:
+        names = cls.__dataclass_fields__
+        return cls(**{k: ckpt[k] for k in names if k in ckpt})
+
+
+def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype, use a grad scaler): bf16 where supported, fp16 + GradScaler on older CUDA GPUs."""
+    if not enabled:
+        return None, False
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16, True
+    return torch.bfloat16, False
+
+
+def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    size = len(batch["index"])
+    chunks = [dict(zip(batch, values)) for values in zip(*(v.tensor_split(parts) for v in batch.values()))]
+    return [c for c in chunks if len(c["index"])] if size else []
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: FashionVLP,
+        data: TrainingData,
+        cache: ImageCache,
+        device: torch.device,
+        manager: CheckpointManager | None,
+        schedule: dict[str, Any],
+        log: Callable[[str], None] = print,
+        rank: int = 0,
+        world_size: int = 1,
+        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.cfg, self.data, self.cache, self.device, self.manager, self.log = cfg, data, cache, device, manager, log
+        self.rank, self.world_size = rank, world_size
+        self.model = model.to(device)
+        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        if wrap is not None:
+            self.train_model = wrap(self.train_model)
+        self.loss_fn = loss_fn or self.model.loss
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=ADAMW_LR, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
+        )
+        self.schedule = schedule
+        self.scheduler = build_scheduler(self.optimizer, schedule)
+        self.amp_dtype, use_scaler = amp_settings(device, cfg.mixed_precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.progress = Progress()
+        self.dataset = TripletDataset(data.triplets(), cache, model.tokenizer, train=True, seed=cfg.seed)
+        self.sampler = ResumableSampler(self.dataset, cfg.seed, rank, world_size)
+        self.last_checkpoint = None
+        self.stop_requested = False
+
+    # ---- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "epoch": p.epoch,
+            "model_state_dict": clean_state_dict(self.model.state_dict()),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": self.scheduler.state_dict(),
+            "loss": p.train_losses[-1] if p.train_losses else None,
+            "recall_at_10": p.val_recalls[-1] if p.val_recalls else None,
+            "recall_at_50": p.val_recalls_at_50[-1] if p.val_recalls_at_50 else None,
+            **asdict(p),
+            "scaler_state_dict": self.scaler.state_dict(),
+            "rng_state": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "schedule": self.schedule,
+            "data_order": {"seed": self.cfg.seed, "epoch": p.epoch, "samples_in_epoch": p.samples_in_epoch,
+                           "world_size": self.world_size},
+            "world_size": self.world_size,
+            "train_config": self.cfg.to_dict(),
+            "model_config": self.model.config.to_dict(),
+            "tokenizer": self.model.tokenizer.to_json(),
+            "format_version": FORMAT_VERSION,
+        }
+
+    def load_state(self, ckpt: dict[str, Any], keep_schedule: bool) -> None:
+        """Restore optimizer, schedule position, scaler, counters and RNG. With `keep_schedule` False the
+        caller has already built a new schedule (see schedule.py) and only the optimizer moments load."""
+        if ckpt.get("optimizer_state_dict"):
+            self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        if keep_schedule:
+            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+        else:  # the new schedule's first LR applies from the next step on
+            self.scheduler = build_scheduler(self.optimizer, self.schedule)
+        if ckpt.get("scaler_state_dict"):
+            self.scaler.load_state_dict(ckpt["scaler_state_dict"])
+        self.progress = Progress.from_checkpoint(ckpt)
+        rng = ckpt.get("rng_state")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if torch.cuda.is_available() and len(rng.get("cuda", [])) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ---- one optimizer step ------------------------------------------------------------------------
+    def _no_sync(self, last: bool):
+        no_sync = getattr(self.train_model, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+    def _accumulate(self, group: list[dict[str, torch.Tensor]]) -> list[float]:
+        chunks = [c for batch in group for c in split_batch(batch, self.progress.micro_splits)]
+        losses = []
+        for i, chunk in enumerate(chunks):
+            chunk = {k: v.to(self.device, non_blocking=True) for k, v in chunk.items()}
+            with self._no_sync(i == len(chunks) - 1):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    f_ref, f_tar = self.train_model(chunk)
+                loss = self.loss_fn(f_ref, f_tar)
+                self.scaler.scale(loss / len(chunks)).backward()
+            losses.append(loss.detach())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return [x.item() for x in losses]
+
+    def step(self, group: list[dict[str, torch.Tensor]]) -> list[float]:
+        """One optimizer step over an accumulation group. On CUDA out-of-memory, halve the micro-batch and
+        double accumulation (the same samples per step), say so, and retry the group."""
+        while True:
+            try:
+                return self._accumulate(group)
+            except torch.cuda.OutOfMemoryError:
+                micro = math.ceil(max(len(b["index"]) for b in group) / self.progress.micro_splits)
+                if micro <= 1:
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.progress.micro_splits *= 2
+                self.log(
+                    f"CUDA out of memory at micro-batch {micro}: continuing with micro-batch {math.ceil(micro / 2)} "
+                    f"and {self.progress.micro_splits}x the accumulation (same effective batch)"
+                )
+
+    # ---- epochs ------------------------------------------------------------------------------------
+    def _request_stop(self, signum: int, _frame: Any) -> None:
+        self.log(f"received signal {signum}: saving a checkpoint after the current step, then stopping")
+        self.stop_requested = True
+
+    def train_epoch(self) -> None:
+        p, cfg = self.progress, self.cfg
+        self.dataset.set_epoch(p.epoch)
+        self.sampler.set_position(p.epoch, p.samples_in_epoch)
+        batches = iter(make_loader(self.dataset, self.sampler, cfg, p.epoch))
+        self.model.train()
+        bar = tqdm(total=math.ceil(len(self.sampler) / cfg.batch), desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+                   disable=self.rank != 0, leave=False, dynamic_ncols=True)
+        start, seen = time.perf_counter(), 0
+        while group := list(islice(batches, cfg.gradient_accumulation)):
+            losses = self.step(group)
+            n = sum(len(b["index"]) for b in group)
+            p.samples_in_epoch += n
+            p.step_in_epoch += 1
+            p.global_step += 1
+            p.epoch_loss_sum += sum(losses)
+            p.epoch_loss_count += len(losses)
+            seen += n * self.world_size
+            bar.update(len(group))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{current_lr(self.optimizer):.2e}",
+                            samples_s=f"{seen / (time.perf_counter() - start):.1f}")
+            epoch_done = p.samples_in_epoch >= self.sampler.num_samples
+            if self.stop_requested or (cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and not epoch_done):
+                self.save_step()
+            if self.stop_requested:
+                bar.close()
+                raise TrainingStopped(f"stopped in epoch {p.epoch + 1} after step {p.step_in_epoch}")
+        bar.close()
+
+    def validate(self) -> dict[str, dict[str, float]]:
+        cfg = self.cfg
+        settings = EvalSettings(
+            device=self.device, batch_size=cfg.batch, num_workers=cfg.num_workers, amp_dtype=self.amp_dtype,
+            query_limit=cfg.fast_validation_queries if cfg.fast_validation else None, seed=cfg.seed,
+        )
+        return evaluate(self.model, self.data.val_splits, self.cache, settings)
+
+    def end_epoch(self, metrics: dict[str, dict[str, float]]) -> None:
+        p = self.progress
+        p.train_losses.append(p.epoch_loss_sum / max(p.epoch_loss_count, 1))
+        p.val_recalls.append(metrics["average"]["recall_at_10"])
+        p.val_recalls_at_50.append(metrics["average"]["recall_at_50"])
+        p.epoch += 1
+        p.samples_in_epoch = p.step_in_epoch = p.epoch_loss_count = 0
+        p.epoch_loss_sum = 0.0
+
+    def save_step(self) -> None:
+        if self.manager is not None:
+            p = self.progress
+            self.last_checkpoint = self.manager.save_step(self.state_dict(), p.epoch + 1, p.step_in_epoch)
+
+    def fit(self, on_epoch: Callable[[Trainer, dict], None] | None = None) -> None:
+        """Train until `cfg.epochs` are complete (or `stop_after_epochs`), checkpointing each epoch."""
+        cfg, p = self.cfg, self.progress
+        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)} \
+            if self.rank == 0 and _main_thread() else {}
+        try:
+            while p.epoch < cfg.epochs:
+                if cfg.stop_after_epochs is not None and p.epoch >= cfg.stop_after_epochs:
+                    self.log(f"stopping after {p.epoch} epochs as asked (--stop-after-epochs); resume to continue")
+                    return
+                epoch_start = time.perf_counter()
+                self.train_epoch()
+                metrics = self.validate()
+                self.end_epoch(metrics)
+                recall = p.val_recalls[-1]
+                is_best = recall > p.best_recall
+                p.best_recall = max(recall, p.best_recall)
+                if self.manager is not None:
+                    self.last_checkpoint = self.manager.save_epoch(self.state_dict(), p.epoch, recall)
+                    if is_best:
+                        self.manager.save_best(self.last_checkpoint, recall)
+                if on_epoch is not None:
+                    on_epoch(self, {"metrics": metrics, "epoch_time_s": time.perf_counter() - epoch_start})
+            if self.manager is not None and self.last_checkpoint is not None:
+                self.manager.save_final(self.last_checkpoint, p.epoch, p.val_recalls[-1])
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
