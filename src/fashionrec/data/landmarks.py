@@ -7,6 +7,7 @@ input (that input is the picture resized, not cropped). Invalid points are (0, 0
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,7 +65,9 @@ class MediapipePose:
         self._pose = pose.Pose(static_image_mode=True, model_complexity=1)
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = self._pose.process(np.ascontiguousarray(rgb))
+        with warnings.catch_warnings():  # mediapipe 0.10.14 calls a protobuf API newer protobufs deprecate
+            warnings.filterwarnings("ignore", "SymbolDatabase.GetPrototype", UserWarning)
+            result = self._pose.process(np.ascontiguousarray(rgb))
         if result.pose_landmarks is None:
             return no_landmarks()
         return pose_to_landmarks([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark])

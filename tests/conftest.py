@@ -1,0 +1,39 @@
+"""Fixtures shared by every test package: demo data made once per session, and stand-in images."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fashionrec.data.demo import make_demo_data
+
+StandIns = Callable[..., list[Path]]
+
+
+def write_stand_in_images(folder: Path, ids: Iterable[str], size: int = 8, ext: str = "png") -> list[Path]:
+    """One tiny picture per id (a colour derived from the id, so images differ), for tests on real ids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image_id in ids:
+        code = zlib.crc32(image_id.encode())
+        colour = (code & 255, (code >> 8) & 255, (code >> 16) & 255)
+        path = folder / f"{image_id}.{ext}"
+        Image.new("RGB", (size, size), colour).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default-sized demo dataset (600 images, seed 0); read-only for tests, copy it to change it."""
+    return make_demo_data(tmp_path_factory.mktemp("demo_data"), images=600, seed=0)
+
+
+@pytest.fixture
+def stand_in_images() -> StandIns:
+    """`stand_in_images(folder, ids, size=8, ext="png") -> paths`."""
+    return write_stand_in_images

@@ -1,0 +1,175 @@
+"""The preprocessing cache: same output as preprocessing directly, reuse, invalidation, resumed and
+concurrent builds, safe file formats, and reading from DataLoader workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import fashionrec
+from fashionrec.data.cache import ImageCache
+from fashionrec.data.datasets import GalleryDataset
+from fashionrec.data.images import load_image
+from fashionrec.data.preprocess import PreprocessConfig, Preprocessor
+
+CONFIG = PreprocessConfig(image_size=32)
+
+
+@pytest.fixture
+def images(demo_data: Path, tmp_path: Path) -> dict[str, Path]:
+    """A private copy of 12 demo images (tests change files)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = {}
+    for source in sorted((demo_data / "images").glob("*.png"))[:12]:
+        paths[source.stem] = Path(shutil.copy2(source, folder))
+    return paths
+
+
+def assert_same(a, b) -> None:
+    for field in ("image", "crop", "box", "landmarks", "landmark_mask"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_cache_serves_what_the_preprocessor_makes(images: dict[str, Path], tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    assert cache.build(images, progress=False) == 12
+    assert len(cache) == 12 and all(i in cache for i in images)
+    preprocessor = Preprocessor(CONFIG)
+    for image_id, path in images.items():
+        assert_same(cache.get(image_id), preprocessor.process(load_image(path)))
+    with pytest.raises(KeyError, match="not in the cache"):
+        cache.get("nope")
+
+
+def test_later_runs_reuse_the_cache(images: dict[str, Path], tmp_path: Path) -> None:
+    first = ImageCache(tmp_path / "cache", CONFIG)
+    first.build(images, progress=False)
+    again = ImageCache(tmp_path / "cache", CONFIG)
+    assert again.build(images, progress=False) == 0
+    for image_id in images:
+        assert_same(again.get(image_id), first.get(image_id))
+
+
+def test_only_ids_checked_by_build_are_served(images: dict[str, Path], tmp_path: Path) -> None:
+    ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False)
+    reader = ImageCache(tmp_path / "cache", CONFIG)
+    some = dict(list(images.items())[:3])
+    assert reader.build(some, progress=False) == 0
+    assert len(reader) == 3 and list(images)[3] not in reader
+
+
+def test_changed_mtime_or_size_is_reprocessed(images: dict[str, Path], tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG)
+    cache.build(images, progress=False)
+    touched, redrawn = list(images)[:2]
+    os.utime(images[touched], ns=(1_000_000_000, 1_000_000_000))
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(images[redrawn])  # new size and content
+    assert cache.build(images, progress=False) == 2
+    green = cache.get(redrawn).image
+    assert (green[..., 1] == 200).all() and (green[..., 0] == 10).all()  # the new picture, not the stale one
+    assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 0
+
+
+def test_changed_settings_use_a_separate_cache(images: dict[str, Path], tmp_path: Path) -> None:
+    small = ImageCache(tmp_path / "cache", CONFIG)
+    small.build(images, progress=False)
+    large = ImageCache(tmp_path / "cache", PreprocessConfig(image_size=40))
+    assert large.root != small.root
+    assert large.build(images, progress=False) == 12
+    assert large.get(list(images)[0]).image.shape == (40, 40, 3)
+    uncropped = ImageCache(tmp_path / "cache", PreprocessConfig(image_size=32, crop="none"))
+    assert uncropped.build(images, progress=False) == 12
+    assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 0
+
+
+def test_interrupted_build_resumes_where_it_stopped(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_process = Preprocessor.process
+    calls = []
+
+    def failing_process(self, image):
+        if len(calls) == 7:
+            raise RuntimeError("power cut")
+        calls.append(1)
+        return real_process(self, image)
+
+    monkeypatch.setattr(Preprocessor, "process", failing_process)
+    with pytest.raises(RuntimeError, match="power cut"):
+        ImageCache(tmp_path / "cache", CONFIG, chunk_images=3).build(images, progress=False)
+    monkeypatch.setattr(Preprocessor, "process", real_process)
+    resumed = ImageCache(tmp_path / "cache", CONFIG, chunk_images=3)
+    assert resumed.build(images, progress=False) == 12 - 7
+    preprocessor = Preprocessor(CONFIG)
+    for image_id, path in images.items():
+        assert_same(resumed.get(image_id), preprocessor.process(load_image(path)))
+
+
+def test_leftovers_of_a_killed_build_are_removed(images: dict[str, Path], tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG)
+    cache.build(dict(list(images.items())[:4]), progress=False)
+    chunks = cache.root / "chunks"
+    np.save(chunks / "000002.pixels.npy", np.zeros((1, 2, 32, 32, 3), np.uint8))  # no manifest: uncommitted
+    (chunks / ".000003.json.abc.tmp").write_text("{")
+    assert cache.build(images, progress=False) == 8
+    assert sorted(p.name for p in chunks.iterdir()) == [
+        f"00000{n}.{kind}" for n in (1, 2) for kind in ("json", "meta.safetensors", "pixels.npy")
+    ]
+
+
+def test_cache_files_are_safe_formats(images: dict[str, Path], tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    cache.build(images, progress=False)
+    files = [p for p in cache.root.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".json", ".npy", ".safetensors", ".lock"}
+    assert (cache.root / "build.lock").stat().st_size == 0
+    for path in files:
+        if path.suffix == ".npy":
+            assert np.load(path, allow_pickle=False).dtype == np.uint8
+        if path.suffix == ".safetensors":
+            assert set(safetensors.numpy.load_file(str(path))) == {"box", "landmarks", "landmark_mask"}
+
+
+def test_dataloader_workers_read_the_cache(images: dict[str, Path], tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    cache.build(images, progress=False)
+    ids = list(images)
+    expected = [cache.get(i) for i in ids]  # memory maps opened here first: workers must not reuse them
+    loader = DataLoader(GalleryDataset(ids, cache), batch_size=4, num_workers=2)
+    batches = list(loader)
+    images_out = torch.cat([b["image"] for b in batches])
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(12))
+    for item, image in zip(expected, images_out, strict=True):
+        assert torch.equal(image, torch.from_numpy(item.image).permute(2, 0, 1))
+
+
+BUILD_SCRIPT = """
+import sys
+from pathlib import Path
+from fashionrec.data.cache import ImageCache
+from fashionrec.data.preprocess import PreprocessConfig
+paths = {Path(p).stem: Path(p) for p in sys.argv[2:]}
+print(ImageCache(sys.argv[1], PreprocessConfig(image_size=32)).build(paths, progress=False))
+"""
+
+
+def test_two_processes_building_at_once_share_the_work(demo_data: Path, tmp_path: Path) -> None:
+    paths = [str(p) for p in sorted((demo_data / "images").glob("*.png"))[:80]]
+    env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1])}
+    command = [sys.executable, "-c", BUILD_SCRIPT, str(tmp_path / "cache"), *paths]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    counts = sorted(int(p.communicate(timeout=60)[0]) for p in procs)
+    assert counts == [0, 80]
+    cache = ImageCache(tmp_path / "cache", CONFIG)
+    assert cache.build({Path(p).stem: Path(p) for p in paths}, progress=False) == 0
