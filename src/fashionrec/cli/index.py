@@ -1,0 +1,82 @@
+"""`fashionrec index`, `recommend` and `serve`: build a catalog index, query it, serve it over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("index", help="encode a folder of catalog images into a search index")
+    p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint or model directory")
+    p.add_argument("--images", required=True, type=Path, help="catalog folder (jpg/jpeg/png/webp, recursive)")
+    p.add_argument("--out", required=True, type=Path, help="index folder (created or updated)")
+    p.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss",
+                   help="vector store (default: faiss)")
+    p.add_argument("--url", help="qdrant: http(s)://host:port, or a folder for qdrant-client's local mode")
+    p.add_argument("--collection", help="qdrant collection name")
+    p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
+    p.add_argument("--cache-dir", type=Path, default=Path("cache"),
+                   help="preprocessing cache, shared with training (default: cache)")
+    p.add_argument("--crop", help="override the checkpoint's crop backend (none, foreground, yolo)")
+    p.add_argument("--landmarks", help="override the checkpoint's landmarks backend (none, mediapipe)")
+    p.add_argument("--yolo-weights", help="weights file for --crop yolo")
+    _add_device(p)
+    p.set_defaults(func=run_index)
+
+    p = subparsers.add_parser("recommend", help="top-k catalog items for a reference image and a text change")
+    _add_model_and_index(p)
+    p.add_argument("--image", required=True, type=Path, help="reference image")
+    p.add_argument("--text", required=True, help='the change, e.g. "is red with long sleeves"')
+    p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_recommend)
+
+    p = subparsers.add_parser("serve", help="HTTP API and web page over an index")
+    _add_model_and_index(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.set_defaults(func=run_serve)
+
+
+def _add_model_and_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint the index was built with")
+    p.add_argument("--index", required=True, type=Path, help="index folder from `fashionrec index`")
+    _add_device(p)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from fashionrec.index import build_index
+
+    report = build_index(args.checkpoint, args.images, args.out, backend=args.backend, url=args.url,
+                         collection=args.collection, rebuild=args.rebuild, batch_size=args.batch_size,
+                         cache_dir=args.cache_dir, device=args.device, crop=args.crop,
+                         landmarks=args.landmarks, yolo_weights=args.yolo_weights)
+    print(f"index {args.out}: {report.summary()}")
+    return 0
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    from fashionrec.index import recommend
+
+    matches = recommend(args.checkpoint, args.index, args.image, args.text, args.k, device=args.device)
+    if args.json:
+        print(json.dumps({"image": str(args.image), "text": args.text, "k": args.k, "results": [
+            {"id": m.id, "path": str(m.path), "score": round(m.score, 6)} for m in matches]}, indent=2))
+        return 0
+    for rank, m in enumerate(matches, 1):
+        print(f"{rank:>3}  {m.score:.4f}  {m.id}  {m.path}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from fashionrec.serve.server import serve
+
+    serve(args.checkpoint, args.index, args.host, args.port, args.device)
+    return 0

@@ -1,0 +1,133 @@
+"""`fashionrec index`: bring an index up to date with a folder of images, encoding only what changed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashionrec.atomic import atomic_write
+from fashionrec.errors import UserError
+from fashionrec.index.backends import new_backend
+from fashionrec.index.encoder import Encoder
+from fashionrec.index.manifest import MANIFEST, Item, Manifest, load_manifest
+from fashionrec.index.scan import file_sha256, scan_images
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    items: int
+    encoded: int
+    reused: int
+    removed: int
+    backend: dict[str, Any]
+
+    def summary(self) -> str:
+        extra = "".join(f", {k} {v}" for k, v in self.backend.items() if k not in ("kind", "file"))
+        return (f"{self.items} items ({self.encoded} encoded, {self.reused} unchanged, "
+                f"{self.removed} removed); backend {self.backend['kind']}{extra}")
+
+
+def build_index(checkpoint: Path, images: Path, out: Path, *, backend: str = "faiss", url: str | None = None,
+                collection: str | None = None, rebuild: bool = False, batch_size: int = 64,
+                cache_dir: Path = Path("cache"), device: str = "auto", encoder: Encoder | None = None,
+                **preprocess: Any) -> BuildReport:
+    """Index every image under `images` into `out` with the checkpoint's target block.
+
+    A second run re-encodes only new or changed files and drops removed ones. `preprocess` (crop=...,
+    landmarks=..., yolo_weights=...) overrides what the checkpoint was trained with. `encoder` stands in
+    for loading `checkpoint` (tests, or a caller that has the model loaded).
+    """
+    images, out = Path(images), Path(out)
+    old = None if rebuild or not (out / MANIFEST).exists() else load_manifest(out)
+    if encoder is None:
+        from fashionrec.index.model_encoder import ModelEncoder
+
+        encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, **preprocess)
+    if old is not None:
+        _check_same_model(old, encoder, out)
+    paths = scan_images(images, skip=out)
+    if not paths:
+        raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
+    store = new_backend(backend, out, url=url, collection=collection)
+    try:
+        items, reuse = _plan(paths, images, old)
+        todo = {item.id: paths[item.id] for item in items if item.id not in reuse}
+        vectors = _assemble(items, reuse, old, out, todo, encoder.encode_catalog(todo, batch_size))
+        removed = [] if old is None else sorted({i.id for i in old.items} - set(paths))
+        in_place = old is not None and all(old.backend.get(k) == v for k, v in store.location.items())
+        entry = store.sync([item.id for item in items], vectors, changed=list(todo), removed=removed,
+                           reset=not in_place)
+    finally:
+        store.close()
+    embeddings = _write_embeddings(out, vectors)
+    Manifest(checkpoint={"fingerprint": encoder.fingerprint, "path": str(Path(checkpoint).resolve())},
+             preprocess=encoder.preprocess, dim=int(vectors.shape[1]), images_root=str(images.resolve()),
+             embeddings=embeddings, backend=entry, items=items).save(out)
+    _remove_stale(out, {embeddings, entry.get("file")})
+    return BuildReport(len(items), len(todo), len(reuse), len(removed), entry)
+
+
+def _check_same_model(old: Manifest, encoder: Encoder, out: Path) -> None:
+    """An update must not mix vectors of two models in one index."""
+    built = (old.checkpoint["fingerprint"], old.preprocess["key"])
+    if built != (encoder.fingerprint, encoder.preprocess["key"]):
+        raise UserError(f"{out} was built with another checkpoint or preprocessing "
+                        f"({old.checkpoint['path']}, {old.preprocess['config']}); "
+                        "pass --rebuild to re-encode every image")
+
+
+def _plan(paths: dict[str, Path], images: Path, old: Manifest | None) -> tuple[list[Item], dict[str, int]]:
+    """The new item table, and for each item whose file has not changed its row in the old embeddings.
+
+    Size and mtime vouch for a file only under the same root and path; otherwise, or when they differ,
+    the content hash decides, so a touched or moved-back file is not encoded again."""
+    previous = {} if old is None else {item.id: (item, row) for row, item in enumerate(old.items)}
+    same_root = old is not None and old.images_root == str(images.resolve())
+    items, reuse = [], {}
+    for item_id, path in paths.items():
+        stat, rel = path.stat(), path.relative_to(images).as_posix()
+        before, row = previous.get(item_id, (None, -1))
+        unchanged = before is not None and same_root and (before.path, before.size, before.mtime_ns) == (
+            rel, stat.st_size, stat.st_mtime_ns)
+        sha = before.sha256 if unchanged else file_sha256(path)
+        items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha))
+        if before is not None and before.sha256 == sha:
+            reuse[item_id] = row
+    return items, reuse
+
+
+def _assemble(items: list[Item], reuse: dict[str, int], old: Manifest | None, out: Path,
+              todo: dict[str, Path], fresh: np.ndarray) -> np.ndarray:
+    """Rows in item order: reused rows copied from the old embeddings, the rest from `fresh`."""
+    dim = fresh.shape[1] if old is None else old.dim
+    vectors = np.empty((len(items), dim), np.float32)
+    position = {item.id: row for row, item in enumerate(items)}
+    if reuse:
+        old_vectors = np.load(out / old.embeddings, mmap_mode="r", allow_pickle=False)
+        vectors[[position[i] for i in reuse]] = old_vectors[list(reuse.values())]
+    if todo:
+        vectors[[position[i] for i in todo]] = fresh
+    return vectors
+
+
+def _write_embeddings(out: Path, vectors: np.ndarray) -> str:
+    """Content-addressed, so the manifest that names it is the commit point of a build."""
+    buffer = io.BytesIO()
+    np.save(buffer, vectors, allow_pickle=False)
+    blob = buffer.getvalue()
+    name = f"embeddings-{hashlib.sha256(blob).hexdigest()[:16]}.npy"
+    atomic_write(out / name, lambda f: f.write(blob))
+    return name
+
+
+def _remove_stale(out: Path, keep: set[str | None]) -> None:
+    """Files of earlier builds, now that the new manifest no longer names them."""
+    for pattern in ("embeddings-*.npy", "faiss-*.index"):
+        for path in out.glob(pattern):
+            if path.name not in keep:
+                path.unlink()

@@ -1,0 +1,25 @@
+"""What the index needs from a model, so catalog and serving code can be tested without one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+
+class Encoder(Protocol):
+    fingerprint: str  # identifies the weights: an index refuses queries from any other model
+    preprocess: dict[str, Any]  # {"key": ..., "config": {...}}, recorded in the index
+
+    def encode_catalog(self, paths: Mapping[str, Path], batch_size: int) -> tuple[list[str], np.ndarray]:
+        """Target-block vectors [N, d] (L2-normalised) of the images that could be read, and their ids.
+        Unreadable files are left out with a warning, so one bad file does not sink a big catalog."""
+
+    def prepare_query(self, image: Image.Image, text: str) -> Any:
+        """Per-request work (preprocessing, tokenising); thread-safe, runs outside the model lock."""
+
+    def encode_queries(self, prepared: Sequence[Any]) -> np.ndarray:
+        """Reference-block vectors [B, d] (L2-normalised) for a batch of prepared queries."""

@@ -1,0 +1,135 @@
+"""The real `Encoder`: a FashionVLP checkpoint plus the preprocessing and cache it was trained with."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from fashionrec.data.cache import ImageCache
+from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
+from fashionrec.model import FashionVLP, load_model
+from fashionrec.model.hub import model_from_checkpoint, read_checkpoint
+
+PREPROCESS_FIELDS = ("crop", "landmarks", "yolo_weights")
+Query = tuple[PreprocessedImage, list[int], list[int]]
+
+
+def load_checkpoint(checkpoint: Path) -> tuple[FashionVLP, dict[str, Any]]:
+    """The model in eval mode and the preprocessing it was trained with: a training checkpoint records it
+    in `train_config`; a save_pretrained directory does not, so the defaults apply."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        return load_model(checkpoint), {}
+    ckpt = read_checkpoint(checkpoint)  # read once: it holds both the weights and the settings
+    train_config = ckpt.get("train_config") or {}
+    return model_from_checkpoint(ckpt, str(checkpoint)).eval(), {
+        name: train_config[name] for name in PREPROCESS_FIELDS if name in train_config}
+
+
+def fingerprint(model: FashionVLP) -> str:
+    """sha256 of the architecture, the tokenizer and every weight: equal exactly when two models embed
+    alike, however the checkpoint was saved (training checkpoint, exported directory, a copy)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    digest.update(model.tokenizer.to_json().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class ModelEncoder:
+    def __init__(self, model: FashionVLP, preprocess: PreprocessConfig, checkpoint: Path,
+                 cache_dir: Path | None = None, device: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.model = model.to(self.device)
+        self.checkpoint = Path(checkpoint)
+        self.config = preprocess
+        self.cache_dir = cache_dir
+        self.fingerprint = fingerprint(model)
+        self.preprocess = {"key": preprocess.key(), "config": preprocess.to_dict()}
+        self._preprocessor: Preprocessor | None = None
+        self._init_lock = threading.Lock()
+        # YOLO and MediaPipe keep per-call state; the foreground crop is a pure function.
+        stateful = preprocess.crop == "yolo" or preprocess.landmarks != "none"
+        self._preprocess_lock: contextlib.AbstractContextManager = (
+            threading.Lock() if stateful else contextlib.nullcontext())
+
+    @classmethod
+    def load(cls, checkpoint: Path, cache_dir: Path, device: str = "auto", **overrides: Any) -> ModelEncoder:
+        """For indexing: the checkpoint's own preprocessing unless `overrides` (crop=...) say otherwise."""
+        model, trained = load_checkpoint(checkpoint)
+        settings = {**trained, **{k: v for k, v in overrides.items() if v is not None}}
+        config = PreprocessConfig(image_size=model.config.image_size, **settings)
+        return cls(model, config, checkpoint, cache_dir, device)
+
+    @classmethod
+    def for_catalog(cls, checkpoint: Path, preprocess: Mapping[str, Any],
+                    device: str = "auto") -> ModelEncoder:
+        """For querying: exactly the preprocessing the catalog was encoded with."""
+        model, _ = load_checkpoint(checkpoint)
+        return cls(model, PreprocessConfig(**preprocess), checkpoint, device=device)
+
+    def encode_catalog(self, paths: Mapping[str, Path], batch_size: int = 64) -> np.ndarray:
+        if self.cache_dir is None:
+            raise ValueError("encoding a catalog needs a cache_dir")
+        if not paths:
+            return np.empty((0, self.model.config.d_model), np.float32)
+        cache = ImageCache(self.cache_dir, self.config)
+        cache.build(paths)
+        ids = list(paths)
+        out = np.empty((len(ids), self.model.config.d_model), np.float32)
+        with tqdm(total=len(ids), desc="encoding catalog", unit="img", file=sys.stderr) as bar:
+            for start in range(0, len(ids), batch_size):
+                batch = [cache.get(i) for i in ids[start:start + batch_size]]
+                with torch.inference_mode():
+                    vectors = self.model.encode_target(*_image_tensors(batch, self.device))
+                out[start:start + len(batch)] = vectors.cpu().numpy()
+                bar.update(len(batch))
+        return out
+
+    def prepare_query(self, image: Image.Image, text: str) -> Query:
+        with self._preprocess_lock:
+            processed = self._get_preprocessor().process(image)
+        input_ids, attention_mask = self.model.tokenizer.encode(text)
+        return processed, input_ids, attention_mask
+
+    def encode_queries(self, prepared: Sequence[Query]) -> np.ndarray:
+        images = _image_tensors([p for p, _, _ in prepared], self.device)
+        input_ids = torch.tensor([ids for _, ids, _ in prepared], dtype=torch.long, device=self.device)
+        attention_mask = torch.tensor([mask for _, _, mask in prepared], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            return self.model.encode_reference(*images, input_ids, attention_mask).cpu().numpy()
+
+    def _get_preprocessor(self) -> Preprocessor:
+        """Built on first use: indexing needs only the cache's own, and YOLO or MediaPipe load slowly."""
+        with self._init_lock:
+            if self._preprocessor is None:
+                self._preprocessor = Preprocessor(self.config)
+            return self._preprocessor
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _image_tensors(items: Sequence[PreprocessedImage], device: torch.device) -> Iterator[torch.Tensor]:
+    """image, crop (uint8 [B,3,S,S]: the model normalises), landmarks, landmark_mask, on `device`."""
+    yield torch.from_numpy(np.stack([p.image for p in items])).permute(0, 3, 1, 2).to(device)
+    yield torch.from_numpy(np.stack([p.crop for p in items])).permute(0, 3, 1, 2).to(device)
+    yield torch.from_numpy(np.stack([p.landmarks for p in items])).to(device)
+    yield torch.from_numpy(np.stack([p.landmark_mask for p in items])).to(device)

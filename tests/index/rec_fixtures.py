@@ -1,0 +1,80 @@
+"""Shared by tests/index and tests/serve: a model-free encoder, a tiny real checkpoint and demo catalogs."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+class FakeEncoder:
+    """Embeds an image as its normalised mean colour (plus a constant, so black is not a zero vector):
+    deterministic, instant, and similar pictures get similar vectors. The text is ignored."""
+
+    fingerprint = "fake-encoder"
+    preprocess = {"key": "fake", "config": {}}
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []  # ids passed to encode_catalog, in order
+        self.batches: list[int] = []  # sizes of encode_queries batches
+
+    @staticmethod
+    def _vector(image: Image.Image) -> np.ndarray:
+        mean = np.asarray(image.convert("RGB"), dtype=np.float32).mean(axis=(0, 1)) / 255
+        return unit(np.concatenate([mean, [0.2]]))
+
+    def encode_catalog(self, paths: Mapping[str, Path], batch_size: int) -> np.ndarray:
+        self.encoded += list(paths)
+        vectors = [self._vector(Image.open(p)) for p in paths.values()]
+        return np.stack(vectors) if vectors else np.empty((0, 4), np.float32)
+
+    def prepare_query(self, image: Image.Image, text: str) -> np.ndarray:
+        return self._vector(image)
+
+    def encode_queries(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        self.batches.append(len(prepared))
+        return np.stack(prepared)
+
+
+def solid_images(folder: Path, count: int, size: int = 48) -> Path:
+    """`count` PNGs of distinct solid colours, c000.png ... (ids c000 ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+        Image.new("RGB", (size, size), colour).save(folder / f"c{i:03d}.png")
+    return folder
+
+
+def tiny_checkpoint(out: Path, seed: int = 0) -> Path:
+    """A random-init tiny FashionVLP saved as a model directory, vocabulary from the demo captions."""
+    import torch
+
+    from fashionrec.data.demo import LENGTH_PHRASES, PHRASES
+    from fashionrec.model import create_model, save_pretrained
+
+    tables = (*PHRASES.values(), *LENGTH_PHRASES.values())
+    texts = [phrase for table in tables for phrases in table.values() for phrase in phrases]
+    torch.manual_seed(seed)
+    save_pretrained(create_model("tiny", texts, pretrained=False), out)
+    return out
+
+
+def demo_images(out: Path, count: int = 48) -> Path:
+    """The demo data set's images folder (a fresh copy per caller may be mutated freely)."""
+    from fashionrec.data.demo import make_demo_data
+
+    return make_demo_data(out, images=count, image_size=64) / "images"
+
+
+def copy_tree(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target

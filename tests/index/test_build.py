@@ -1,0 +1,129 @@
+"""Index build, incremental update and query on demo data with the real tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rec_fixtures import tiny_checkpoint
+
+from fashionrec.cli.main import main
+from fashionrec.errors import UserError
+from fashionrec.index import Recommender, build_index
+from fashionrec.index.manifest import load_manifest
+
+
+@pytest.fixture(scope="module")
+def built(tiny_ckpt: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A FAISS index of a copy of the demo images (copied so update tests may change files)."""
+    root = tmp_path_factory.mktemp("built")
+    images = shutil.copytree(demo_dir, root / "images")
+    report = build_index(tiny_ckpt, images, root / "index", cache_dir=root / "cache", device="cpu")
+    return root, images, report
+
+
+def embeddings(index: Path) -> tuple[list[str], np.ndarray]:
+    manifest = load_manifest(index)
+    return [i.id for i in manifest.items], np.load(index / manifest.embeddings)
+
+
+def test_results_are_the_brute_force_ranking_without_the_reference(built, tiny_ckpt: Path) -> None:
+    root, images, report = built
+    assert report.items == report.encoded == len(list(images.iterdir()))
+    ids, vectors = embeddings(root / "index")
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    recommender = Recommender.open(tiny_ckpt, root / "index", device="cpu")
+    try:
+        reference, text = images / "D000001.png", "is red with long sleeves"
+        matches = recommender.recommend(reference.read_bytes(), text, 8)
+        prepared = recommender.encoder.prepare_query(Image.open(reference).convert("RGB"), text)
+        query = recommender.encoder.encode_queries([prepared])[0]
+    finally:
+        recommender.close()
+    order = [ids[r] for r in np.argsort(-(vectors @ query), kind="stable") if ids[r] != "D000001"][:8]
+    assert [m.id for m in matches] == order
+    scores = dict(zip(ids, vectors @ query, strict=True))
+    np.testing.assert_allclose([m.score for m in matches], [scores[i] for i in order], rtol=1e-4, atol=1e-6)
+    assert all(m.path == images / f"{m.id}.png" for m in matches)
+
+
+def test_second_run_encodes_only_new_and_changed_files(built, tiny_ckpt: Path) -> None:
+    root, images, _ = built
+    ids_before, vectors_before = embeddings(root / "index")
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(images / "new.png")  # new
+    Image.new("RGB", (64, 64), (200, 10, 30)).save(images / "D000002.png")  # changed
+    os.utime(images / "D000003.png", ns=(1, 1))  # touched only: same bytes
+    (images / "D000004.png").unlink()  # removed
+    report = build_index(tiny_ckpt, images, root / "index", cache_dir=root / "cache", device="cpu")
+    assert (report.encoded, report.removed, report.items) == (2, 1, len(ids_before))
+    ids, vectors = embeddings(root / "index")
+    assert "new" in ids and "D000004" not in ids
+    before = dict(zip(ids_before, vectors_before, strict=True))
+    for item_id, vector in zip(ids, vectors, strict=True):
+        if item_id not in ("new", "D000002"):
+            np.testing.assert_array_equal(vector, before[item_id])
+    assert not np.allclose(dict(zip(ids, vectors, strict=True))["D000002"], before["D000002"])
+    # The incremental result equals encoding everything from scratch.
+    fresh = build_index(tiny_ckpt, images, root / "fresh", cache_dir=root / "cache", device="cpu")
+    assert fresh.encoded == report.items
+    fresh_ids, fresh_vectors = embeddings(root / "fresh")
+    assert fresh_ids == ids
+    np.testing.assert_allclose(fresh_vectors, vectors, atol=1e-5)
+    assert len(list((root / "index").glob("embeddings-*.npy"))) == 1  # the old build's files are gone
+
+
+def test_another_checkpoint_is_refused_for_queries_and_updates(built, tmp_path: Path) -> None:
+    root, images, _ = built
+    other = tiny_checkpoint(tmp_path / "other", seed=1)
+    with pytest.raises(UserError, match="was built with checkpoint .* not this one"):
+        Recommender.open(other, root / "index", device="cpu")
+    with pytest.raises(UserError, match="pass --rebuild"):
+        build_index(other, images, root / "index", cache_dir=root / "cache", device="cpu")
+    copy = shutil.copytree(root / "index", tmp_path / "index")
+    report = build_index(other, images, copy, cache_dir=root / "cache", device="cpu", rebuild=True)
+    assert report.encoded == report.items
+    Recommender.open(other, copy, device="cpu").close()
+
+
+def test_qdrant_backend_ranks_like_faiss(built, tiny_ckpt: Path, tmp_path: Path) -> None:
+    root, images, _ = built
+    build_index(tiny_ckpt, images, tmp_path / "q", backend="qdrant", url=str(tmp_path / "qdrant"),
+                collection="demo", cache_dir=root / "cache", device="cpu")
+    reference = (images / "D000001.png").read_bytes()
+    results = []
+    for index in (root / "index", tmp_path / "q"):
+        recommender = Recommender.open(tiny_ckpt, index, device="cpu")
+        results.append(recommender.recommend(reference, "is blue", 10))
+        recommender.close()
+    assert [m.id for m in results[0]] == [m.id for m in results[1]]
+    np.testing.assert_allclose([m.score for m in results[0]], [m.score for m in results[1]], rtol=1e-4)
+
+
+def test_cli_index_and_recommend(built, tiny_ckpt: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    root, images, _ = built
+    code = main(["index", "--checkpoint", str(tiny_ckpt), "--images", str(images), "--out",
+                 str(tmp_path / "i"), "--cache-dir", str(root / "cache"), "--device", "cpu"])
+    assert code == 0 and "encoded" in capsys.readouterr().out
+    code = main(["recommend", "--checkpoint", str(tiny_ckpt), "--index", str(tmp_path / "i"), "--image",
+                 str(images / "S000001.png"), "--text", "is black", "-k", "3", "--json", "--device", "cpu"])
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert code == 0 and len(results) == 3 and "S000001" not in [r["id"] for r in results]
+    assert all(Path(r["path"]).is_file() for r in results)
+
+
+@pytest.mark.parametrize("what", ["index", "checkpoint", "image"])
+def test_cli_missing_input_is_one_line_error(what: str, built, tiny_ckpt: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    root, images, _ = built
+    paths = {"index": root / "index", "checkpoint": tiny_ckpt, "image": images / "S000001.png"}
+    paths[what] = tmp_path / "missing"
+    code = main(["recommend", "--checkpoint", str(paths["checkpoint"]), "--index", str(paths["index"]),
+                 "--image", str(paths["image"]), "--text", "is red", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "missing" in err
