@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fashionrec.index.images import ImageLimits
+
+# Small upload limits, so oversized uploads stay small in tests.
+SMALL_LIMITS = ImageLimits(max_bytes=50_000, max_pixels=300 * 300)
+
 
 def unit(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float32)

@@ -112,10 +112,9 @@ async def read_query(form: FormData, max_bytes: int) -> tuple[bytes, str, int] |
     """(image bytes, text, k) from the form, or the 400 response saying which field is wrong.
     Reads at most one byte past the limit, so the service can report an oversized image."""
     image, text, k = form.get("image"), form.get("text", ""), form.get("k", "10")
-    if not isinstance(image, UploadFile):
-        return error(400, "send the reference image as a file in the multipart field 'image'")
-    if not isinstance(text, str) or not isinstance(k, str):
-        return error(400, "'text' and 'k' must be plain form fields, not files")
+    if not isinstance(image, UploadFile) or not isinstance(text, str) or not isinstance(k, str):
+        return error(400, "send the reference image as a file in the multipart field 'image', "
+                          "with 'text' and 'k' as plain fields")
     try:
         k_value = int(k)
     except ValueError:

@@ -1,0 +1,183 @@
+"""HTTP contract: good queries answer JSON results, every client mistake a 4xx JSON error."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from rec_fixtures import SMALL_LIMITS
+
+from fashionrec.index import Recommender
+from fashionrec.serve.app import FORM_OVERHEAD, create_app
+
+
+@pytest.fixture(scope="module")
+def client(fake_recommender: Recommender) -> Iterator[TestClient]:
+    with TestClient(create_app(fake_recommender)) as client:
+        yield client
+
+
+def png(size: tuple[int, int] = (32, 32), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def noisy_png(side: int) -> bytes:
+    """A PNG that does not compress: for crossing byte limits with few pixels."""
+    buffer = io.BytesIO()
+    Image.effect_noise((side, side), 100).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def post(client: TestClient, image: bytes | None = None, text: str | None = "is red", k: str | None = "5"):
+    files = {"image": ("query.png", image, "image/png")} if image is not None else None
+    data = {name: value for name, value in (("text", text), ("k", k)) if value is not None}
+    return client.post("/recommend", files=files, data=data)
+
+
+def test_health_reports_the_catalog(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["items"] == 12 and body["max_k"] == 100
+
+
+def test_page_and_its_assets_are_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and '<form id="query"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_recommend_returns_k_ranked_results_with_fetchable_images(client: TestClient,
+                                                                  fake_recommender: Recommender) -> None:
+    response = post(client, png(colour=(250, 10, 10)), k="5")
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 5
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    image = client.get(results[0]["image_url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == fake_recommender.image_path(results[0]["id"]).read_bytes()
+
+
+def test_a_catalog_image_is_not_recommended_to_itself(client: TestClient,
+                                                      fake_recommender: Recommender) -> None:
+    data = fake_recommender.image_path("c003").read_bytes()
+    ids = [r["id"] for r in post(client, data, k="12").json()["results"]]
+    assert "c003" not in ids and len(ids) == 11
+
+
+TRUNCATED = png((64, 64))[:-40]
+
+
+@pytest.mark.parametrize("kwargs, status, message", [
+    ({"image": b"not an image at all"}, 400, "not a JPEG, PNG or WebP"),
+    ({"image": TRUNCATED}, 400, "truncated or corrupt"),
+    ({"image": b""}, 400, "empty"),
+    ({"image": png((400, 400))}, 413, "400x400 pixels; the limit is 90000"),
+    ({"text": ""}, 400, "feedback text is empty"),
+    ({"text": "   "}, 400, "feedback text is empty"),
+    ({"text": "x" * 501}, 400, "501 characters; the limit is 500"),
+    ({"k": "0"}, 400, "k must be an integer from 1 to 100"),
+    ({"k": "101"}, 400, "k must be an integer from 1 to 100"),
+    ({"k": "-3"}, 400, "k must be an integer from 1 to 100"),
+    ({"k": "ten"}, 400, "k must be an integer, got 'ten'"),
+    ({"k": "9" * 5000}, 400, "k must be an integer"),
+])
+def test_bad_queries_are_4xx_json_with_a_clear_message(client: TestClient, kwargs, status: int,
+                                                       message: str) -> None:
+    args = {"image": png(), **kwargs}
+    response = post(client, **args)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_missing_image_or_wrong_field_types(client: TestClient) -> None:
+    response = post(client, image=None)
+    assert response.status_code == 400 and "multipart field 'image'" in response.json()["error"]
+    response = client.post("/recommend", data={"image": "abc", "text": "x"})
+    assert response.status_code == 400 and "multipart field 'image'" in response.json()["error"]
+    response = client.post("/recommend", files={"image": ("a.png", png()), "text": ("t.txt", b"is red")})
+    assert response.status_code == 400 and "Maximum number of files is 1" in response.json()["error"]
+    response = client.post("/recommend", json={"text": "is red"})
+    assert response.status_code == 400
+
+
+def test_image_over_the_byte_limit_is_413(client: TestClient) -> None:
+    data = noisy_png(150)  # 22,500 pixels, within the pixel limit
+    assert SMALL_LIMITS.max_bytes < len(data) < SMALL_LIMITS.max_bytes + FORM_OVERHEAD
+    response = post(client, data)
+    assert response.status_code == 413
+    assert f"the limit is {SMALL_LIMITS.max_bytes}" in response.json()["error"]
+
+
+def test_oversized_bodies_are_cut_off_with_or_without_content_length(client: TestClient) -> None:
+    big = b"\0" * (SMALL_LIMITS.max_bytes + FORM_OVERHEAD + 1)
+    response = post(client, big)
+    assert response.status_code == 413 and "request is larger than" in response.json()["error"]
+
+    head = (b'--B\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+
+    def chunks() -> Iterator[bytes]:  # a generator body goes out chunked, with no Content-Length
+        yield head
+        for _ in range(10):
+            yield big[: len(big) // 5]
+        yield b"\r\n--B--\r\n"
+
+    headers = {"content-type": "multipart/form-data; boundary=B"}
+    response = client.post("/recommend", content=chunks(), headers=headers)
+    assert "transfer-encoding" in response.request.headers
+    assert response.status_code == 413 and "request is larger than" in response.json()["error"]
+
+
+@pytest.mark.parametrize("url", [
+    "/items/nope/image",
+    "/items/../manifest/image",
+    "/items/..%2F..%2Fetc%2Fpasswd/image",
+    "/items/%2Fetc%2Fpasswd/image",
+    "/items/c001.png/image",
+])
+def test_only_catalog_ids_reach_the_file_system(client: TestClient, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 404
+    assert "error" in response.json()
+
+
+def test_an_item_whose_file_vanished_is_404(client: TestClient, fake_recommender: Recommender,
+                                            tmp_path: Path) -> None:
+    path = fake_recommender.image_path("c011")
+    moved = path.rename(tmp_path / path.name)
+    try:
+        response = client.get("/items/c011/image")
+        assert response.status_code == 404 and "no longer on disk" in response.json()["error"]
+    finally:
+        moved.rename(path)
+
+
+def test_the_server_keeps_serving_after_bad_requests(client: TestClient) -> None:
+    for _ in range(3):
+        post(client, b"garbage")
+        post(client, TRUNCATED)
+        client.get("/items/../../image")
+    assert post(client, png()).status_code == 200
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_unexpected_errors_are_500_json_and_not_leaked(fake_recommender: Recommender) -> None:
+    class Broken:
+        limits = SMALL_LIMITS
+
+        def recommend(self, image: bytes, text: str, k: int):
+            raise RuntimeError("secret internal detail")
+
+        image_path = fake_recommender.image_path
+        health = fake_recommender.health
+
+    with TestClient(create_app(Broken()), raise_server_exceptions=False) as client:
+        response = post(client, png())
+    assert response.status_code == 500 and response.json() == {"error": "internal server error"}
