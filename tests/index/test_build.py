@@ -127,3 +127,35 @@ def test_cli_missing_input_is_one_line_error(what: str, built, tiny_ckpt: Path, 
                  "--image", str(paths["image"]), "--text", "is red", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "missing" in err
+
+
+def test_training_checkpoint_brings_its_preprocessing_and_the_same_fingerprint(built, tiny_ckpt: Path,
+                                                                              tmp_path: Path) -> None:
+    import torch
+
+    from fashionrec.model import load_model
+
+    root, images, _ = built
+    model = load_model(tiny_ckpt)
+    pt = tmp_path / "optimized_model.pt"
+    torch.save({"model_state_dict": model.state_dict(), "model_config": model.config.to_dict(),
+                "tokenizer": model.tokenizer.to_json(), "train_config": {"crop": "none", "epochs": 3}}, pt)
+    build_index(pt, images, tmp_path / "index", cache_dir=root / "cache", device="cpu")
+    assert load_manifest(tmp_path / "index").preprocess["config"]["crop"] == "none"
+    # Same weights in another file format: the index built from the directory accepts it.
+    Recommender.open(pt, root / "index", device="cpu").close()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "--index", "{missing}"], "no index at"),
+    (["index", "--images", "{images}", "--out", "{tmp}/out", "--backend", "qdrant"], "needs --url and"),
+    (["index", "--images", "{missing}", "--out", "{tmp}/out"], "does not exist"),
+])
+def test_cli_bad_settings_are_one_line_errors(argv: list[str], message: str, built, tiny_ckpt: Path,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, images, _ = built
+    values = {"missing": tmp_path / "missing", "images": images, "tmp": tmp_path}
+    argv = [a.format(**values) for a in argv] + ["--checkpoint", str(tiny_ckpt), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from rec_fixtures import SMALL_LIMITS
+from rec_fixtures import SMALL_LIMITS, FakeEncoder
 
-from fashionrec.index import Recommender
+from fashionrec.index import Recommender, build_index
+from fashionrec.index.catalog import Catalog
 from fashionrec.serve.app import FORM_OVERHEAD, create_app
 
 
@@ -181,3 +182,21 @@ def test_unexpected_errors_are_500_json_and_not_leaked(fake_recommender: Recomme
     with TestClient(create_app(Broken()), raise_server_exceptions=False) as client:
         response = post(client, png())
     assert response.status_code == 500 and response.json() == {"error": "internal server error"}
+
+
+def test_ids_with_folders_and_odd_characters_round_trip(tmp_path: Path) -> None:
+    names = ["sub dir/a #1.png", "é/b?x.png", "100%.png"]
+    for name in names:
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / name).write_bytes(png(colour=(len(name) * 20, 0, 0)))
+    encoder = FakeEncoder()
+    build_index(Path("unused"), tmp_path / "images", tmp_path / "index", encoder=encoder)
+    recommender = Recommender(encoder, Catalog.open(tmp_path / "index"), SMALL_LIMITS)
+    try:
+        with TestClient(create_app(recommender)) as client:
+            results = post(client, png(colour=(1, 2, 3)), k="3").json()["results"]
+            assert {r["id"] for r in results} == {"sub dir/a #1", "é/b?x", "100%"}
+            for r in results:
+                assert client.get(r["image_url"]).content == recommender.image_path(r["id"]).read_bytes()
+    finally:
+        recommender.close()

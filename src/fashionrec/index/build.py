@@ -44,17 +44,18 @@ def build_index(checkpoint: Path, images: Path, out: Path, *, backend: str = "fa
     """
     images, out = Path(images), Path(out)
     old = None if rebuild or not (out / MANIFEST).exists() else load_manifest(out)
-    if encoder is None:
-        from fashionrec.index.model_encoder import ModelEncoder
-
-        encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, **preprocess)
-    if old is not None:
-        _check_same_model(old, encoder, out)
-    paths = scan_images(images, skip=out)
-    if not paths:
-        raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
+    # Opened first, so bad backend settings fail before the model loads.
     store = new_backend(backend, out, url=url, collection=collection)
     try:
+        if encoder is None:
+            from fashionrec.index.model_encoder import ModelEncoder
+
+            encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, **preprocess)
+        if old is not None:
+            _check_same_model(old, encoder, out)
+        paths = scan_images(images, skip=out)
+        if not paths:
+            raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
         items, reuse = _plan(paths, images, old)
         todo = {item.id: paths[item.id] for item in items if item.id not in reuse}
         vectors = _assemble(items, reuse, old, out, todo, encoder.encode_catalog(todo, batch_size))
