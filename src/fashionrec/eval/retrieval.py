@@ -4,10 +4,12 @@ every query once by the reference block; cosine similarity ranks the whole galle
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from fashionrec.data.cache import ImageCache
@@ -27,6 +29,9 @@ class EvalSettings:
     amp_dtype: torch.dtype | None = None
     query_limit: int | None = None  # fast validation: a fixed, seeded subset of queries per category
     seed: int = 0
+    # Under DDP each rank encodes 1/world_size of the gallery and queries; all ranks get every embedding.
+    rank: int = 0
+    world_size: int = 1
 
 
 def loader(dataset: Dataset, settings: EvalSettings) -> DataLoader:
@@ -47,14 +52,34 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def shard(items: Sequence, settings: EvalSettings) -> list:
+    """This rank's contiguous slice of `items` (all of them in a single process)."""
+    per = math.ceil(len(items) / settings.world_size)
+    return list(items[settings.rank * per : (settings.rank + 1) * per])
+
+
+def gather_shards(local: torch.Tensor, total: int, settings: EvalSettings) -> torch.Tensor:
+    """Undo `shard`: every rank's rows in item order. Shards are padded to one size for all_gather; only
+    the last non-empty shard can be short, so the padding all sits after row `total`."""
+    if settings.world_size == 1 or total == 0:
+        return local
+    per = math.ceil(total / settings.world_size)
+    padded = torch.zeros(per, local.shape[1], dtype=local.dtype, device=settings.device)
+    padded[: len(local)] = local.to(settings.device)
+    parts = [torch.empty_like(padded) for _ in range(settings.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat(parts)[:total].cpu()
+
+
 @torch.no_grad()
 def encode_gallery(model: FashionVLP, ids: Sequence[str], cache: ImageCache, settings: EvalSettings) -> torch.Tensor:
     out = []
-    for batch in loader(GalleryDataset(list(ids), cache), settings):
+    for batch in loader(GalleryDataset(shard(ids, settings), cache), settings):
         b = _to(batch, settings.device)
         with _autocast(settings):
             out.append(model.encode_target(b["image"], b["crop"], b["landmarks"], b["landmark_mask"]).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, model.config.d_model)
+    local = torch.cat(out) if out else torch.empty(0, model.config.d_model)
+    return gather_shards(local, len(ids), settings)
 
 
 @torch.no_grad()
@@ -62,7 +87,8 @@ def encode_queries(
     model: FashionVLP, triplets: Sequence[Triplet], cache: ImageCache, settings: EvalSettings
 ) -> torch.Tensor:
     out = []
-    dataset = TripletDataset(list(triplets), cache, model.tokenizer, train=False, seed=settings.seed)
+    mine = shard(triplets, settings)
+    dataset = TripletDataset(mine, cache, model.tokenizer, train=False, seed=settings.seed)
     for batch in loader(dataset, settings):
         b = _to(batch, settings.device)
         with _autocast(settings):
@@ -71,7 +97,8 @@ def encode_queries(
                 b["input_ids"], b["attention_mask"],
             )
         out.append(f.float().cpu())
-    return torch.cat(out) if out else torch.empty(0, model.config.d_model)
+    local = torch.cat(out) if out else torch.empty(0, model.config.d_model)
+    return gather_shards(local, len(triplets), settings)
 
 
 def select_queries(split: CategorySplit, settings: EvalSettings) -> list[Triplet]:

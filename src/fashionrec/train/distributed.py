@@ -1,17 +1,89 @@
 """torchrun / DistributedDataParallel support. Without torchrun's environment this is a single process:
-rank 0 of 1, no process group, nothing wrapped."""
+rank 0 of 1, no process group, nothing wrapped, and every helper here is a no-op.
+
+Two timeouts: collectives where every rank does the same work (training steps, validation) fail after
+`FASHIONREC_DIST_TIMEOUT_S` seconds, so a hung rank ends the job instead of blocking it forever; waits for
+rank 0's own slow work (building the cache, writing a checkpoint) use a separate gloo group with a long
+timeout, so a big first preprocessing run does not trip the short one."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from fashionrec.errors import UserError
+from fashionrec.model.config import ModelConfig
 from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.tokenizer import TextTokenizer
+
+TIMEOUT_ENV = "FASHIONREC_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 300
+PATIENT_TIMEOUT = timedelta(hours=24)
+T = TypeVar("T")
+
+# The long-timeout group of `wait_for_rank0`; set by `setup`, cleared by `DistContext.close`.
+_patient_group: dist.ProcessGroup | None = None
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over ranks: the loss a run reports is the global batch's, not rank 0's shard's."""
+    if not active():
+        return values
+    total = values.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order: each rank's RNG state goes into the checkpoint rank 0 writes."""
+    if not active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def wait_for_rank0() -> None:
+    """Barrier with a long timeout: the other ranks wait while rank 0 builds the cache or writes a
+    checkpoint, so none reads a half-built cache or exits (and tears the job down) mid-write."""
+    if _patient_group is not None:
+        dist.barrier(group=_patient_group)
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's rows: this rank's targets are
+    negatives in every rank's loss, and all of those terms must reach them for the DDP gradient to equal
+    single-process training on the global batch."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local.contiguous())
+        ctx.rows = local.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        start = dist.get_rank() * ctx.rows
+        return total[start : start + ctx.rows]
+
+
+def gather_with_gradient(local: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of `local`, concatenated in rank order; gradients flow back to this rank's rows."""
+    return _GatherWithGradient.apply(local)
 
 
 @dataclass
@@ -34,8 +106,27 @@ class DistContext:
         return print if self.is_main else (lambda *a, **k: None)
 
     def barrier(self) -> None:
+        """Wait for rank 0's slow work (see `wait_for_rank0`)."""
+        wait_for_rank0()
+
+    def seed_rank(self, seed: int) -> None:
+        """After the (shared) model initialisation, give each rank its own reproducible RNG stream, so
+        dropout masks differ across ranks. A single process keeps the stream it has."""
         if self.enabled:
-            dist.barrier()
+            torch.manual_seed(seed + 1_000_003 * (self.rank + 1))
+
+    def model_from_rank0(self, model: FashionVLP) -> FashionVLP:
+        """Every rank takes rank 0's config and tokenizer. A WordPiece vocabulary trained on each rank can
+        differ (the trainer is not deterministic across processes), and rank r would then feed token ids
+        that mean other words to rank 0's embeddings. The weights follow when DDP wraps the model."""
+        if not self.enabled:
+            return model
+        payload = [model.config.to_dict(), model.tokenizer.to_json()]
+        dist.broadcast_object_list(payload, src=0)
+        if self.is_main:
+            return model
+        config = ModelConfig.from_dict(payload[0])
+        return FashionVLP(config, TextTokenizer.from_json(payload[1], config.max_text_len))
 
     def wrap(self, device: torch.device) -> Callable[[torch.nn.Module], torch.nn.Module] | None:
         if not self.enabled:
@@ -44,27 +135,37 @@ class DistContext:
         return lambda module: DistributedDataParallel(module, device_ids=ids)
 
     def loss_fn(self, model: FashionVLP, global_negatives: bool) -> Callable | None:
-        """With global negatives, each query is contrasted with the targets of every rank; gradients flow
-        back to this rank's own targets only (all_gather output is a constant elsewhere)."""
+        """With global negatives, each query is contrasted with the targets of every rank. Every rank must
+        hold the same batch size, which DistributedSampler's padding guarantees (equal samples per rank)."""
         if not (self.enabled and global_negatives):
             return None
 
         def loss(f_ref: torch.Tensor, f_tar: torch.Tensor) -> torch.Tensor:
-            gathered = [torch.zeros_like(f_tar) for _ in range(self.world_size)]
-            dist.all_gather(gathered, f_tar.detach().contiguous())
-            gathered[self.rank] = f_tar
-            # Ranks may hold different batch sizes at the end of an epoch: all_gather needs equal shapes,
-            # which DistributedSampler's padding guarantees (every rank gets the same number of samples).
-            return model.loss(f_ref, torch.cat(gathered), target_offset=self.rank * f_tar.shape[0])
+            return model.loss(f_ref, gather_with_gradient(f_tar), target_offset=self.rank * f_tar.shape[0])
 
         return loss
 
     def close(self) -> None:
+        global _patient_group
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+        _patient_group = None
+
+
+def collective_timeout() -> timedelta:
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise UserError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of seconds")
+    return timedelta(seconds=seconds)
 
 
 def setup(device_name: str) -> DistContext:
+    """Join torchrun's process group (NCCL on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
+    global _patient_group
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
@@ -73,6 +174,8 @@ def setup(device_name: str) -> DistContext:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=collective_timeout())
+    if _patient_group is None:
+        _patient_group = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)

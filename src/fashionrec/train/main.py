@@ -80,6 +80,8 @@ def run_train(cfg: TrainConfig) -> Path | None:
     data = load_training_data(cfg, say)
     model = create_model(cfg.preset, data.train_texts(), cfg.pretrained, cfg.text_model, cfg.backbone_weights)
     model.config.preprocess = {"crop": cfg.crop, "landmarks": cfg.landmarks, "yolo_weights": cfg.yolo_weights}
+    model = dist.model_from_rank0(model)
+    dist.seed_rank(cfg.seed)
     cache = build_cache(cfg, data, model.config.image_size) if dist.is_main else None
     dist.barrier()
     cache = cache or build_cache(cfg, data, model.config.image_size)
@@ -142,6 +144,7 @@ def run_resume(args: argparse.Namespace) -> Path | None:
     device = dist.device or resolve_device(cfg.device)
     data = load_training_data(cfg, say)
     model = _model_for_resume(ckpt, cfg, source, data.train_texts())
+    dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
     cache = build_cache(cfg, data, model.config.image_size) if dist.is_main else None
     dist.barrier()
     cache = cache or build_cache(cfg, data, model.config.image_size)

@@ -9,7 +9,9 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +22,7 @@ from fashionrec.data.datasets import TripletDataset
 from fashionrec.eval.retrieval import EvalSettings, evaluate
 from fashionrec.model.fashionvlp import FashionVLP
 from fashionrec.model.hub import clean_state_dict
+from fashionrec.train import distributed
 from fashionrec.train.checkpoint import CheckpointManager
 from fashionrec.train.data import ResumableSampler, TrainingData, make_loader
 from fashionrec.train.params import TrainConfig
@@ -62,6 +65,11 @@ def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | Non
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16, True
     return torch.bfloat16, False
+
+
+def rng_state() -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
 
 
 def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
@@ -107,8 +115,10 @@ class Trainer:
         self.stop_requested = False
 
     # ---- state -------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """`rng_per_rank`: every rank's RNG state, gathered by `_save`; a single process passes none."""
         p = self.progress
+        rng = rng_state()
         return {
             "epoch": p.epoch,
             "model_state_dict": clean_state_dict(self.model.state_dict()),
@@ -119,10 +129,8 @@ class Trainer:
             "recall_at_50": p.val_recalls_at_50[-1] if p.val_recalls_at_50 else None,
             **asdict(p),
             "scaler_state_dict": self.scaler.state_dict(),
-            "rng_state": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
+            "rng_state": rng,
+            "rng_state_per_rank": rng_per_rank or [rng],
             "schedule": self.schedule,
             "data_order": {"seed": self.cfg.seed, "epoch": p.epoch, "samples_in_epoch": p.samples_in_epoch,
                            "world_size": self.world_size},
@@ -145,7 +153,9 @@ class Trainer:
         if ckpt.get("scaler_state_dict"):
             self.scaler.load_state_dict(ckpt["scaler_state_dict"])
         self.progress = Progress.from_checkpoint(ckpt)
-        rng = ckpt.get("rng_state")
+        # Each rank continues its own stream; a rank the checkpoint has no state for keeps its fresh seed.
+        per_rank = ckpt.get("rng_state_per_rank") or [ckpt.get("rng_state")]
+        rng = per_rank[self.rank] if self.rank < len(per_rank) else None
         if rng:
             torch.set_rng_state(rng["torch"])
             if torch.cuda.is_available() and len(rng.get("cuda", [])) == torch.cuda.device_count():
@@ -171,7 +181,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return [x.item() for x in losses]
+        return distributed.mean_over_ranks(torch.stack(losses)).tolist()
 
     def step(self, group: list[dict[str, torch.Tensor]]) -> list[float]:
         """One optimizer step over an accumulation group. On CUDA out-of-memory, halve the micro-batch and
@@ -231,6 +241,7 @@ class Trainer:
         settings = EvalSettings(
             device=self.device, batch_size=cfg.batch, num_workers=cfg.num_workers, amp_dtype=self.amp_dtype,
             query_limit=cfg.fast_validation_queries if cfg.fast_validation else None, seed=cfg.seed,
+            rank=self.rank, world_size=self.world_size,
         )
         return evaluate(self.model, self.data.val_splits, self.cache, settings)
 
@@ -243,10 +254,17 @@ class Trainer:
         p.samples_in_epoch = p.step_in_epoch = p.epoch_loss_count = 0
         p.epoch_loss_sum = 0.0
 
-    def save_step(self) -> None:
+    def _save(self, write: Callable[[CheckpointManager, dict[str, Any]], Path]) -> None:
+        """Collective: every rank's RNG state goes into the checkpoint rank 0 writes, and the other ranks
+        wait for the write to finish."""
+        rngs = distributed.gather_objects(rng_state())
         if self.manager is not None:
-            p = self.progress
-            self.last_checkpoint = self.manager.save_step(self.state_dict(), p.epoch + 1, p.step_in_epoch)
+            self.last_checkpoint = write(self.manager, self.state_dict(rngs))
+        distributed.wait_for_rank0()
+
+    def save_step(self) -> None:
+        p = self.progress
+        self._save(partial(CheckpointManager.save_step, epoch_in_progress=p.epoch + 1, step=p.step_in_epoch))
 
     def fit(self, on_epoch: Callable[[Trainer, dict], None] | None = None) -> None:
         """Train until `cfg.epochs` are complete (or `stop_after_epochs`), checkpointing each epoch."""
@@ -265,10 +283,9 @@ class Trainer:
                 recall = p.val_recalls[-1]
                 is_best = recall > p.best_recall
                 p.best_recall = max(recall, p.best_recall)
-                if self.manager is not None:
-                    self.last_checkpoint = self.manager.save_epoch(self.state_dict(), p.epoch, recall)
-                    if is_best:
-                        self.manager.save_best(self.last_checkpoint, recall)
+                self._save(partial(CheckpointManager.save_epoch, epoch=p.epoch, recall=recall))
+                if self.manager is not None and is_best:
+                    self.manager.save_best(self.last_checkpoint, recall)
                 if on_epoch is not None:
                     on_epoch(self, {"metrics": metrics, "epoch_time_s": time.perf_counter() - epoch_start})
             if self.manager is not None and self.last_checkpoint is not None:
