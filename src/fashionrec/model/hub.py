@@ -37,10 +37,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"Checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise UserError(f"Checkpoint is truncated or corrupt: {path} ({str(e).splitlines()[0][:200]})") from e
-    except Exception as e:  # weights_only refuses anything that is not plain data
-        raise UserError(f"Checkpoint cannot be loaded safely: {path} ({type(e).__name__})") from e
+    except Exception as e:  # torch raises many types for a damaged file; none of them is the user's bug
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        # A whole torch file (a zip) that the weights-only reader refuses holds pickled objects, which could run code.
+        if zipfile.is_zipfile(path) and "Weights only load failed" in str(e):
+            raise UserError(f"Checkpoint cannot be loaded safely (it holds more than plain data): {path}") from e
+        raise UserError(f"Checkpoint is truncated or corrupt: {path} ({first_line})") from e
     if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
         raise UserError(f"Not a fashionrec checkpoint (no model_state_dict): {path}")
     return ckpt

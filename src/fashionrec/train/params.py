@@ -162,6 +162,7 @@ def merge_resume_config(args: argparse.Namespace, saved: dict[str, Any] | None) 
     if saved is None:
         return TrainConfig(**explicit), sorted(explicit)
     base = TrainConfig.from_dict(saved)
+    base.stop_after_epochs = None  # a stop point belongs to the run that set it, not to the runs after it
     changed = []
     for key, value in explicit.items():
         old = getattr(base, key)

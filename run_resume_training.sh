@@ -1,0 +1,1 @@
+scripts/run_resume_training.sh

@@ -1,0 +1,149 @@
+"""Resume is exact: stopped, killed or re-planned runs continue to the same bits as an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from train_helpers import assert_same_training, final_checkpoint, load, run_cli
+
+EPOCHS = "3"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, small_data, cache_dir) -> Path:
+    """One uninterrupted 3-epoch run: the bits every interrupted run must reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    run_cli("train", *_args(small_data, cache_dir), "--epochs", EPOCHS, "--output-dir", str(out))
+    return out
+
+
+def _args(small_data: Path, cache_dir: Path) -> list[str]:
+    return [
+        "--path-file",
+        str(small_data),
+        "--path-folder",
+        str(small_data / "images"),
+        "--categories",
+        "dress",
+        "--preset",
+        "tiny",
+        "--batch",
+        "8",
+        "--gradient-accumulation",
+        "2",
+        "--num-workers",
+        "0",
+        "--cache-dir",
+        str(cache_dir),
+        "--seed",
+        "3",
+    ]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_stop_after_k_epochs_then_resume_is_bit_identical(reference, train_args, tmp_path):
+    run_cli(
+        "train", *train_args, "--epochs", EPOCHS, "--stop-after-epochs", "1", "--output-dir", str(tmp_path)
+    )
+    start = tmp_path / next(p.name for p in tmp_path.glob("optimized_model_epoch_1_recall_*.pt"))
+    before = sha256(start)
+    out = run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", EPOCHS)
+    assert "resuming from" in out.stdout and "previous best R@10" in out.stdout and "LR" in out.stdout
+    assert_same_training(final_checkpoint(reference), final_checkpoint(tmp_path))
+    assert sha256(start) == before  # the starting checkpoint is never rewritten
+    names = {p.name for p in tmp_path.glob("*.pt")}
+    assert any(n.startswith("resumed_model_epoch_3_recall_") for n in names)
+    assert any(n.startswith("final_resumed_model_epoch_3_recall_") for n in names)
+    assert any(
+        n.startswith("best_resumed_model_recall_") or n.startswith("best_optimized_model_recall_")
+        for n in names
+    )
+
+
+def test_in_epoch_saves_do_not_perturb_training_and_mid_epoch_resume_is_exact(
+    reference, train_args, tmp_path
+):
+    saved = tmp_path / "saved"
+    run_cli("train", *train_args, "--epochs", EPOCHS, "--save-every-steps", "2", "--output-dir", str(saved))
+    assert_same_training(final_checkpoint(reference), final_checkpoint(saved))
+    step_file = sorted(saved.glob("optimized_model_epoch_2_step_*.pt"))[0]
+    ckpt = load(step_file)
+    assert ckpt["samples_in_epoch"] > 0 and ckpt["epoch"] == 1
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(step_file, resumed / step_file.name)
+    run_cli(
+        "resume", "--checkpoint", str(resumed), *train_args
+    )  # folder mode; omitted flags keep the checkpoint's
+    assert_same_training(final_checkpoint(reference), final_checkpoint(resumed))
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fashionrec", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, out: Path, condition, timeout: float = 120.0) -> bool:
+    """SIGKILL the run as soon as `condition(out)` holds; False if the run ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if condition(out):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError("run neither finished nor reached the kill point")
+
+
+def _temp_file_exists(out: Path) -> bool:
+    return any(out.glob(".*.tmp"))
+
+
+def _step_file_exists(out: Path) -> bool:
+    return any(out.glob("*_step_*.pt"))
+
+
+def _epoch_file_exists(out: Path) -> bool:
+    return any(out.glob("*_model_epoch_*_recall_*.pt"))
+
+
+def test_sigkill_at_several_moments_then_resume_is_bit_identical(reference, train_args, tmp_path):
+    """Killed mid-epoch, mid-checkpoint-write and after an epoch, each time resumed from the folder."""
+    first = _spawn(
+        ["train", *train_args, "--epochs", EPOCHS, "--save-every-steps", "2", "--output-dir", str(tmp_path)]
+    )
+    assert _kill_when(first, tmp_path, _step_file_exists)
+    kills = 1
+    # Each resume is killed at the next moment of a different kind; the last one runs to the end.
+    for condition in (
+        _temp_file_exists,
+        lambda out: len(list(out.glob("resumed_model_epoch_*_step_*.pt"))) >= 2,
+        _epoch_file_exists,
+    ):
+        proc = _spawn(["resume", "--checkpoint", str(tmp_path), *train_args])
+        kills += _kill_when(proc, tmp_path, condition)
+    run_cli("resume", "--checkpoint", str(tmp_path), *train_args)
+    assert kills >= 3
+    finals = sorted(tmp_path.glob("final_*.pt"))
+    assert finals, "the run never finished"
+    assert_same_training(final_checkpoint(reference), finals[-1])
+    assert not list(tmp_path.glob(".*.tmp"))  # half-written files of killed saves are cleaned up

@@ -1,0 +1,122 @@
+"""Resuming with changed settings, old checkpoint formats, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import final_checkpoint, load, run_cli
+
+ORIGINAL_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "loss",
+                 "recall_at_10", "train_losses", "val_recalls")
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory, small_data, cache_dir) -> Path:
+    """A finished 2-epoch run; tests copy its final checkpoint before resuming from it."""
+    out = tmp_path_factory.mktemp("two_epochs")
+    run_cli("train", "--path-file", str(small_data), "--path-folder", str(small_data / "images"),
+            "--categories", "dress", "--preset", "tiny", "--batch", "8", "--num-workers", "0",
+            "--cache-dir", str(cache_dir), "--seed", "3", "--epochs", "2", "--output-dir", str(out))
+    return final_checkpoint(out)
+
+
+@pytest.fixture
+def start(two_epochs, tmp_path) -> Path:
+    dest = tmp_path / two_epochs.name
+    shutil.copy(two_epochs, dest)
+    return dest
+
+
+def resume_events(directory: Path) -> list[dict]:
+    lines = (directory / "training_log.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == "resume"]
+
+
+def test_more_epochs_extend_the_schedule_smoothly(start, train_args):
+    lr_before = load(start)["optimizer_state_dict"]["param_groups"][0]["lr"]
+    run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", "4")
+    final = load(final_checkpoint(start.parent, "resumed"))
+    assert final["epoch"] == 4 and len(final["train_losses"]) == 4 and len(final["val_recalls"]) == 4
+    event = resume_events(start.parent)[0]
+    assert event["schedule"]["kind"] == "continuation"
+    assert event["lr"] == pytest.approx(lr_before)  # no jump at the resume point
+    assert final["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(event["schedule"]["end_lr"])
+
+
+@pytest.mark.parametrize("epochs, code", [("1", 2), ("2", 0)])
+def test_epochs_not_beyond_the_checkpoint_train_nothing(start, train_args, epochs, code):
+    before = sorted(p.name for p in start.parent.iterdir())
+    out = run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", epochs, check=False)
+    assert out.returncode == code
+    assert "nothing to train" in out.stdout + out.stderr and "Traceback" not in out.stderr
+    assert sorted(p.name for p in start.parent.iterdir()) == before
+
+
+def test_lr_override_is_the_peak_of_the_remaining_schedule(start, train_args):
+    run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", "3", "--lr", "1e-3")
+    event = resume_events(start.parent)[0]
+    assert event["lr"] == pytest.approx(1e-3)
+    assert event["schedule"]["peak_lr"] == pytest.approx(1e-3)
+    assert load(final_checkpoint(start.parent, "resumed"))["schedule"]["peak_lr"] == pytest.approx(1e-3)
+
+
+def test_checkpoint_without_scheduler_state_gets_a_new_schedule(start, train_args):
+    ckpt = load(start)
+    del ckpt["scheduler_state_dict"], ckpt["schedule"]
+    torch.save(ckpt, start)
+    out = run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", "3")
+    assert "no scheduler state" in out.stdout
+    assert load(final_checkpoint(start.parent, "resumed"))["epoch"] == 3
+
+
+def test_other_batch_size_warns_and_resizes(start, train_args):
+    args = [a if a != "8" else "4" for a in train_args]  # --batch 8 -> 4
+    out = run_cli("resume", "--checkpoint", str(start), *args, "--epochs", "3")
+    assert "warning: --batch differs from the checkpoint's (8 -> 4)" in out.stdout
+    assert load(final_checkpoint(start.parent, "resumed"))["epoch"] == 3
+
+
+def test_another_preset_is_refused_before_training(start, train_args):
+    args = [a if a != "tiny" else "paper" for a in train_args]
+    out = run_cli("resume", "--checkpoint", str(start), *args, "--epochs", "3", check=False)
+    assert out.returncode == 2 and "--preset 'paper' contradicts the checkpoint" in out.stderr
+    assert "Traceback" not in out.stderr and not list(start.parent.glob("resumed_*"))
+
+
+def test_original_format_checkpoint_loads_with_the_matching_preset(start, train_args):
+    ckpt = load(start)
+    torch.save({k: ckpt[k] for k in ORIGINAL_KEYS}, start)
+    no_preset = [a for a in train_args if a not in ("--preset", "tiny")]
+    out = run_cli("resume", "--checkpoint", str(start), *no_preset, "--epochs", "3", check=False)
+    assert out.returncode == 2 and "pass --preset" in out.stderr
+    run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", "3")
+    assert load(final_checkpoint(start.parent, "resumed"))["epoch"] == 3
+
+
+def test_original_format_checkpoint_of_another_architecture_lists_the_mismatch(start, train_args):
+    ckpt = load(start)
+    state = dict(ckpt["model_state_dict"])
+    state["target.proj.weight"] = torch.zeros(3, 3)
+    del state["target.proj.bias"]
+    torch.save({**{k: ckpt[k] for k in ORIGINAL_KEYS}, "model_state_dict": state}, start)
+    out = run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", "3", check=False)
+    assert out.returncode == 2
+    assert "missing: target.proj.bias" in out.stderr
+    assert "target.proj.weight: checkpoint (3, 3) vs model (128, 128)" in out.stderr
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, train_args):
+    missing = tmp_path / "checkpoints" / "optimized_model_epoch_10_recall_0.3456.pt"
+    out = run_cli("resume", "--checkpoint", str(missing), *train_args, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: Checkpoint not found: {missing}"
+
+
+def test_truncated_checkpoint_is_a_clear_error(start, train_args):
+    start.write_bytes(start.read_bytes()[:1000])
+    out = run_cli("resume", "--checkpoint", str(start), *train_args, check=False)
+    assert out.returncode == 2 and "truncated or corrupt" in out.stderr and "Traceback" not in out.stderr
