@@ -8,6 +8,7 @@ timeout, so a big first preprocessing run does not trip the short one."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ class DistContext:
 
     def printer(self) -> Callable[..., None]:
         """print on rank 0, silence elsewhere: logs, plots and checkpoints are rank 0's job."""
-        return print if self.is_main else (lambda *a, **k: None)
+        return functools.partial(print, flush=True) if self.is_main else (lambda *a, **k: None)
 
     def barrier(self) -> None:
         """Wait for rank 0's slow work (see `wait_for_rank0`)."""
