@@ -37,6 +37,7 @@ def test_recall_at_10_of_a_random_ranking_is_chance():
 
 
 def test_average_is_the_mean_of_categories():
-    out = with_average({"dress": {"recall_at_10": 0.2, "recall_at_50": 0.6},
-                        "shirt": {"recall_at_10": 0.4, "recall_at_50": 0.8}})
+    out = with_average(
+        {"dress": {"recall_at_10": 0.2, "recall_at_50": 0.6}, "shirt": {"recall_at_10": 0.4, "recall_at_50": 0.8}}
+    )
     assert out["average"] == pytest.approx({"recall_at_10": 0.3, "recall_at_50": 0.7})

@@ -27,8 +27,10 @@ def make_batch(model, b: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     s = model.config.image_size
     ids, mask = model.tokenizer.encode_batch(["is red with long sleeves", "is green", "is blue"][:b])
-    images = {k: torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, generator=g)
-              for k in ("ref_image", "ref_crop", "tgt_image", "tgt_crop")}
+    images = {
+        k: torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, generator=g)
+        for k in ("ref_image", "ref_crop", "tgt_image", "tgt_crop")
+    }
     marks = {k: torch.rand(b, 14, 2, generator=g) for k in ("ref_landmarks", "tgt_landmarks")}
     masks = {k: torch.rand(b, 14, generator=g) > 0.5 for k in ("ref_landmark_mask", "tgt_landmark_mask")}
     return {**images, **marks, **masks, "input_ids": ids, "attention_mask": mask}
@@ -128,8 +130,11 @@ def test_model_rebuilds_from_checkpoint_alone_including_compiled_prefixes(model,
 
 def test_mismatched_architecture_lists_keys_and_shapes(model):
     other = create_model("tiny", ["completely different words here"] * 3, pretrained=False)
-    ckpt = {"model_state_dict": other.state_dict(), "model_config": model.config.to_dict(),
-            "tokenizer": model.tokenizer.to_json()}
+    ckpt = {
+        "model_state_dict": other.state_dict(),
+        "model_config": model.config.to_dict(),
+        "tokenizer": model.tokenizer.to_json(),
+    }
     with pytest.raises(UserError, match=r"shape mismatch: reference\.bert\.embeddings\.word_embeddings\.weight"):
         model_from_checkpoint(ckpt, "ckpt")
 

@@ -15,9 +15,18 @@ from fashionrec.train.trainer import Trainer
 
 
 def test_oom_halves_the_micro_batch_with_the_same_effective_batch(small_data, cache_dir, monkeypatch):
-    cfg = TrainConfig(path_file=str(small_data), path_folder=str(small_data / "images"), categories=("dress",),
-                      preset="tiny", batch=8, gradient_accumulation=2, num_workers=0, cache_dir=str(cache_dir),
-                      epochs=1, seed=3)
+    cfg = TrainConfig(
+        path_file=str(small_data),
+        path_folder=str(small_data / "images"),
+        categories=("dress",),
+        preset="tiny",
+        batch=8,
+        gradient_accumulation=2,
+        num_workers=0,
+        cache_dir=str(cache_dir),
+        epochs=1,
+        seed=3,
+    )
     data = load_training_data(cfg)
     model = create_model("tiny", data.train_texts(), pretrained=False)
     cache = build_cache(cfg, data, model.config.image_size)

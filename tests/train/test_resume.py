@@ -53,9 +53,7 @@ def sha256(path: Path) -> str:
 
 
 def test_stop_after_k_epochs_then_resume_is_bit_identical(reference, train_args, tmp_path):
-    run_cli(
-        "train", *train_args, "--epochs", EPOCHS, "--stop-after-epochs", "1", "--output-dir", str(tmp_path)
-    )
+    run_cli("train", *train_args, "--epochs", EPOCHS, "--stop-after-epochs", "1", "--output-dir", str(tmp_path))
     start = tmp_path / next(p.name for p in tmp_path.glob("optimized_model_epoch_1_recall_*.pt"))
     before = sha256(start)
     out = run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", EPOCHS)
@@ -66,14 +64,11 @@ def test_stop_after_k_epochs_then_resume_is_bit_identical(reference, train_args,
     assert any(n.startswith("resumed_model_epoch_3_recall_") for n in names)
     assert any(n.startswith("final_resumed_model_epoch_3_recall_") for n in names)
     assert any(
-        n.startswith("best_resumed_model_recall_") or n.startswith("best_optimized_model_recall_")
-        for n in names
+        n.startswith("best_resumed_model_recall_") or n.startswith("best_optimized_model_recall_") for n in names
     )
 
 
-def test_in_epoch_saves_do_not_perturb_training_and_mid_epoch_resume_is_exact(
-    reference, train_args, tmp_path
-):
+def test_in_epoch_saves_do_not_perturb_training_and_mid_epoch_resume_is_exact(reference, train_args, tmp_path):
     saved = tmp_path / "saved"
     run_cli("train", *train_args, "--epochs", EPOCHS, "--save-every-steps", "2", "--output-dir", str(saved))
     assert_same_training(final_checkpoint(reference), final_checkpoint(saved))
@@ -83,9 +78,7 @@ def test_in_epoch_saves_do_not_perturb_training_and_mid_epoch_resume_is_exact(
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copy(step_file, resumed / step_file.name)
-    run_cli(
-        "resume", "--checkpoint", str(resumed), *train_args
-    )  # folder mode; omitted flags keep the checkpoint's
+    run_cli("resume", "--checkpoint", str(resumed), *train_args)  # folder mode; omitted flags keep the checkpoint's
     assert_same_training(final_checkpoint(reference), final_checkpoint(resumed))
 
 
@@ -99,51 +92,47 @@ def _spawn(args: list[str]) -> subprocess.Popen:
     )
 
 
-def _kill_when(proc: subprocess.Popen, out: Path, condition, timeout: float = 120.0) -> bool:
-    """SIGKILL the run as soon as `condition(out)` holds; False if the run ended first."""
+def _interrupt_when(proc: subprocess.Popen, out: Path, condition, sig=signal.SIGKILL, timeout: float = 300.0) -> bool:
+    """Send `sig` as soon as `condition(out)` holds and wait for the process; False if it ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         if condition(out):
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             proc.wait()
             return True
         time.sleep(0.002)
     proc.kill()
-    raise AssertionError("run neither finished nor reached the kill point")
+    raise AssertionError("run neither finished nor reached the interruption point")
 
 
-def _temp_file_exists(out: Path) -> bool:
-    return any(out.glob(".*.tmp"))
-
-
-def _step_file_exists(out: Path) -> bool:
-    return any(out.glob("*_step_*.pt"))
-
-
-def _epoch_file_exists(out: Path) -> bool:
-    return any(out.glob("*_model_epoch_*_recall_*.pt"))
+def _new(pattern: str, out: Path, count: int = 1):
+    """Condition: `count` files matching `pattern` appeared that were not there when it was made."""
+    before = {p.name for p in out.glob(pattern)}
+    return lambda d: len({p.name for p in d.glob(pattern)} - before) >= count
 
 
 def test_sigkill_at_several_moments_then_resume_is_bit_identical(reference, train_args, tmp_path):
-    """Killed mid-epoch, mid-checkpoint-write and after an epoch, each time resumed from the folder."""
-    first = _spawn(
-        ["train", *train_args, "--epochs", EPOCHS, "--save-every-steps", "2", "--output-dir", str(tmp_path)]
-    )
-    assert _kill_when(first, tmp_path, _step_file_exists)
-    kills = 1
-    # Each resume is killed at the next moment of a different kind; the last one runs to the end.
-    for condition in (
-        _temp_file_exists,
-        lambda out: len(list(out.glob("resumed_model_epoch_*_step_*.pt"))) >= 2,
-        _epoch_file_exists,
-    ):
+    """Killed mid-epoch, mid-checkpoint-write and right after an epoch's save, stopped by SIGTERM in
+    between, each time resumed from the folder: the end result has the uninterrupted run's bits."""
+    every = ["--save-every-steps", "2"]
+    first = _spawn(["train", *train_args, "--epochs", EPOCHS, *every, "--output-dir", str(tmp_path)])
+    assert _interrupt_when(first, tmp_path, _new("*_step_*.pt", tmp_path))  # mid-epoch
+    assert first.returncode == -signal.SIGKILL
+    moments = [
+        (lambda: lambda d: any(d.glob(".*.tmp")), signal.SIGKILL),  # in the middle of writing a checkpoint
+        (lambda: _new("resumed_model_epoch_*_step_*.pt", tmp_path, 2), signal.SIGTERM),  # a pre-emption notice
+        (lambda: _new("resumed_model_epoch_*_recall_*.pt", tmp_path), signal.SIGKILL),  # just after an epoch's save
+    ]
+    interrupted = 1
+    for make_condition, sig in moments:
+        condition = make_condition()  # what counts as new is judged from this resume's start
         proc = _spawn(["resume", "--checkpoint", str(tmp_path), *train_args])
-        kills += _kill_when(proc, tmp_path, condition)
+        if _interrupt_when(proc, tmp_path, condition, sig):
+            interrupted += 1
+            assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
     run_cli("resume", "--checkpoint", str(tmp_path), *train_args)
-    assert kills >= 3
-    finals = sorted(tmp_path.glob("final_*.pt"))
-    assert finals, "the run never finished"
-    assert_same_training(final_checkpoint(reference), finals[-1])
+    assert interrupted >= 3
+    assert_same_training(final_checkpoint(reference), final_checkpoint(tmp_path, "resumed"))
     assert not list(tmp_path.glob(".*.tmp"))  # half-written files of killed saves are cleaned up

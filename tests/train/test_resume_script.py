@@ -17,8 +17,9 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("which, message", [(0, "Checkpoint not found"), (1, "annotations folder not found"),
-                                            (2, "images folder not found")])
+@pytest.mark.parametrize(
+    "which, message", [(0, "Checkpoint not found"), (1, "annotations folder not found"), (2, "images folder not found")]
+)
 def test_each_path_is_checked_first(tmp_path, which, message):
     paths = [str(tmp_path), str(tmp_path), str(tmp_path)]
     paths[which] = str(tmp_path / "missing")
@@ -33,9 +34,29 @@ def test_usage_and_bad_numbers(tmp_path):
 
 
 def test_resumes_with_the_guide_settings(tmp_path, small_data, cache_dir):
-    run_cli("train", "--path-file", str(small_data), "--path-folder", str(small_data / "images"),
-            "--categories", "dress", "--preset", "tiny", "--batch", "8", "--num-workers", "0",
-            "--cache-dir", str(cache_dir), "--epochs", "2", "--stop-after-epochs", "1", "--output-dir", str(tmp_path))
+    run_cli(
+        "train",
+        "--path-file",
+        str(small_data),
+        "--path-folder",
+        str(small_data / "images"),
+        "--categories",
+        "dress",
+        "--preset",
+        "tiny",
+        "--batch",
+        "8",
+        "--num-workers",
+        "0",
+        "--cache-dir",
+        str(cache_dir),
+        "--epochs",
+        "2",
+        "--stop-after-epochs",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+    )
     start = next(tmp_path.glob("optimized_model_epoch_1_*.pt"))
     out = run_script(str(start), str(small_data), str(small_data / "images"), "8", "2", "--cache-dir", str(cache_dir))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -43,6 +64,11 @@ def test_resumes_with_the_guide_settings(tmp_path, small_data, cache_dir):
     final = load(final_checkpoint(tmp_path, "resumed"))
     assert final["epoch"] == 2
     cfg = final["train_config"]
-    assert (cfg["batch"], cfg["gradient_accumulation"], cfg["mixed_precision"], cfg["fast_validation"]) == (8, 2, True, True)
+    assert (cfg["batch"], cfg["gradient_accumulation"], cfg["mixed_precision"], cfg["fast_validation"]) == (
+        8,
+        2,
+        True,
+        True,
+    )
     events = [json.loads(x)["event"] for x in (tmp_path / "training_log.jsonl").read_text().splitlines()]
     assert events.count("resume") == 1

@@ -10,17 +10,45 @@ import pytest
 import torch
 from train_helpers import final_checkpoint, load, run_cli
 
-ORIGINAL_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "loss",
-                 "recall_at_10", "train_losses", "val_recalls")
+ORIGINAL_KEYS = (
+    "epoch",
+    "model_state_dict",
+    "optimizer_state_dict",
+    "scheduler_state_dict",
+    "loss",
+    "recall_at_10",
+    "train_losses",
+    "val_recalls",
+)
 
 
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory, small_data, cache_dir) -> Path:
     """A finished 2-epoch run; tests copy its final checkpoint before resuming from it."""
     out = tmp_path_factory.mktemp("two_epochs")
-    run_cli("train", "--path-file", str(small_data), "--path-folder", str(small_data / "images"),
-            "--categories", "dress", "--preset", "tiny", "--batch", "8", "--num-workers", "0",
-            "--cache-dir", str(cache_dir), "--seed", "3", "--epochs", "2", "--output-dir", str(out))
+    run_cli(
+        "train",
+        "--path-file",
+        str(small_data),
+        "--path-folder",
+        str(small_data / "images"),
+        "--categories",
+        "dress",
+        "--preset",
+        "tiny",
+        "--batch",
+        "8",
+        "--num-workers",
+        "0",
+        "--cache-dir",
+        str(cache_dir),
+        "--seed",
+        "3",
+        "--epochs",
+        "2",
+        "--output-dir",
+        str(out),
+    )
     return final_checkpoint(out)
 
 

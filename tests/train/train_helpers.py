@@ -13,9 +13,7 @@ import torch
 def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """`python -m fashionrec ARGS` in a fresh process, as a user runs it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fashionrec", *args], capture_output=True, text=True, env=env, **kw
-    )
+    proc = subprocess.run([sys.executable, "-m", "fashionrec", *args], capture_output=True, text=True, env=env, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}")
     return proc

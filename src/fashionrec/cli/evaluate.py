@@ -25,8 +25,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cache = ImageCache(args.cache_dir, PreprocessConfig(image_size=model.config.image_size, **model.config.preprocess))
     cache.build(image_paths(splits.values(), args.path_folder))
     device = resolve_device(args.device)
-    metrics = evaluate(model.to(device), splits, cache,
-                       EvalSettings(device=device, batch_size=args.batch, num_workers=args.num_workers))
+    metrics = evaluate(
+        model.to(device),
+        splits,
+        cache,
+        EvalSettings(device=device, batch_size=args.batch, num_workers=args.num_workers),
+    )
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def target_ranks(similarity: torch.Tensor, target_index: torch.Tensor, exclude_index: torch.Tensor | None = None) -> torch.Tensor:
+def target_ranks(
+    similarity: torch.Tensor, target_index: torch.Tensor, exclude_index: torch.Tensor | None = None
+) -> torch.Tensor:
     """0-based rank of each query's target among its gallery row (ties count against the target).
     `exclude_index` (e.g. the query's own reference image) is removed from the ranking unless it is the target."""
     sims = similarity.float().clone()

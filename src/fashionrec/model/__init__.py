@@ -7,6 +7,13 @@ from fashionrec.model.pretrained import create_model
 from fashionrec.model.tokenizer import TextTokenizer
 
 __all__ = [
-    "NUM_LANDMARKS", "FashionVLP", "ModelConfig", "TextTokenizer", "create_model", "from_pretrained",
-    "load_model", "preset_config", "save_pretrained",
+    "NUM_LANDMARKS",
+    "FashionVLP",
+    "ModelConfig",
+    "TextTokenizer",
+    "create_model",
+    "from_pretrained",
+    "load_model",
+    "preset_config",
+    "save_pretrained",
 ]

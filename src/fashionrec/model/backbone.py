@@ -17,7 +17,11 @@ class TinyCNN(nn.Module):
         layers: list[nn.Module] = []
         c_in = 3
         for c in widths:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.GroupNorm(8, c), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False),
+                nn.GroupNorm(8, c),
+                nn.ReLU(inplace=True),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.out_channels = widths[-1]

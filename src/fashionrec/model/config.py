@@ -45,7 +45,9 @@ class ModelConfig:
     temperature: float = 0.07
     dropout: float = 0.1
     # The image preprocessing the model was trained with (crop / landmark backends): serving must match it.
-    preprocess: dict[str, Any] = field(default_factory=lambda: {"crop": "foreground", "landmarks": "none", "yolo_weights": None})
+    preprocess: dict[str, Any] = field(
+        default_factory=lambda: {"crop": "foreground", "landmarks": "none", "yolo_weights": None}
+    )
     # Where pretrained weights came from (information only: rebuilding needs the state dict, not these).
     text_model: str | None = None
     backbone_weights: str | None = None
@@ -74,7 +76,11 @@ def preset_config(name: str) -> ModelConfig:
         return ModelConfig(preset="tiny", backbone="tiny_cnn", image_size=64, text=dict(BERT_TINY), max_text_len=32)
     if name == "paper":
         return ModelConfig(
-            preset="paper", backbone="resnet50", image_size=224, text=dict(BERT_BASE), max_text_len=40,
+            preset="paper",
+            backbone="resnet50",
+            image_size=224,
+            text=dict(BERT_BASE),
+            max_text_len=40,
             text_model="bert-base-uncased",
         )
     raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

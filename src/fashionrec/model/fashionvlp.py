@@ -60,8 +60,10 @@ class ReferenceBlock(nn.Module):
     def __init__(self, config: ModelConfig, channels: int):
         super().__init__()
         d = config.d_model
-        self.bert = BertModel(BertConfig(**config.text, hidden_dropout_prob=config.dropout,
-                                         attention_probs_dropout_prob=config.dropout), add_pooling_layer=False)
+        self.bert = BertModel(
+            BertConfig(**config.text, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout),
+            add_pooling_layer=False,
+        )
         self.proj_whole = nn.Linear(channels, d)
         self.proj_crop = nn.Linear(channels, d)
         self.proj_landmark = nn.Linear(channels, d)
@@ -85,7 +87,7 @@ class ReferenceBlock(nn.Module):
         visual = torch.cat([whole, crop, marks], dim=1)
         visual_mask = torch.cat(
             [
-                torch.ones(whole.shape[:2] , dtype=attention_mask.dtype, device=attention_mask.device),
+                torch.ones(whole.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device),
                 torch.ones(crop.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device),
                 landmark_mask.to(attention_mask.dtype),
             ],
@@ -170,8 +172,12 @@ class FashionVLP(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         f_ref = self.encode_reference(
-            batch["ref_image"], batch["ref_crop"], batch["ref_landmarks"], batch["ref_landmark_mask"],
-            batch["input_ids"], batch["attention_mask"],
+            batch["ref_image"],
+            batch["ref_crop"],
+            batch["ref_landmarks"],
+            batch["ref_landmark_mask"],
+            batch["input_ids"],
+            batch["attention_mask"],
         )
         f_tar = self.encode_target(
             batch["tgt_image"], batch["tgt_crop"], batch["tgt_landmarks"], batch["tgt_landmark_mask"]

@@ -16,8 +16,15 @@ from fashionrec.model.tokenizer import TextTokenizer
 
 TINY_VOCAB_SIZE = 1000
 RESNET50_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth", "resnet50-19c8e357.pth")
-BERT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-             "max_position_embeddings", "type_vocab_size", "vocab_size")
+BERT_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "vocab_size",
+)
 
 NO_WEIGHTS_HINT = (
     "pass --text-model DIR and --backbone-weights FILE pointing at local copies, "
@@ -48,7 +55,9 @@ def _resolve_text_model(name_or_dir: str) -> Path:
 
         return Path(snapshot_download(name_or_dir, local_files_only=True))
     except Exception as e:  # any lookup failure means: not available offline
-        raise UserError(f"text model {name_or_dir!r} is not a directory nor in the local cache; {NO_WEIGHTS_HINT}") from e
+        raise UserError(
+            f"text model {name_or_dir!r} is not a directory nor in the local cache; {NO_WEIGHTS_HINT}"
+        ) from e
 
 
 def _text_config(directory: Path) -> dict:

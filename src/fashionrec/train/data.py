@@ -66,7 +66,9 @@ def load_training_data(cfg: TrainConfig, log=print) -> TrainingData:
 
 def build_cache(cfg: TrainConfig, data: TrainingData, image_size: int) -> ImageCache:
     """Preprocess every image the run needs, once; later epochs and runs only read the cache."""
-    config = PreprocessConfig(image_size=image_size, crop=cfg.crop, landmarks=cfg.landmarks, yolo_weights=cfg.yolo_weights)
+    config = PreprocessConfig(
+        image_size=image_size, crop=cfg.crop, landmarks=cfg.landmarks, yolo_weights=cfg.yolo_weights
+    )
     cache = ImageCache(cfg.cache_dir, config)
     cache.build(image_paths([*data.train_splits.values(), *data.val_splits.values()], cfg.path_folder))
     return cache
@@ -76,8 +78,12 @@ def make_loader(dataset: TripletDataset, sampler: ResumableSampler, cfg: TrainCo
     """A loader whose own generator is seeded per epoch: creating it never draws from the global RNG,
     which belongs to the model (dropout) and is saved in checkpoints."""
     return DataLoader(
-        dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.num_workers,
-        pin_memory=torch.cuda.is_available(), drop_last=False,
+        dataset,
+        batch_size=cfg.batch,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=False,
         generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
         persistent_workers=False,
     )

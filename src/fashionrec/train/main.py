@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ from fashionrec.train.data import build_cache, load_training_data
 from fashionrec.train.logs import RunLog
 from fashionrec.train.params import TrainConfig, merge_resume_config
 from fashionrec.train.schedule import (
-    continuation_spec, onecycle_spec, peak_lr, schedule_end_step, steps_per_epoch, warmup_end_step,
+    continuation_spec,
+    onecycle_spec,
+    peak_lr,
+    schedule_end_step,
+    steps_per_epoch,
+    warmup_end_step,
 )
 from fashionrec.train.trainer import Trainer, TrainingStopped
 
@@ -33,10 +39,24 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def use_deterministic_kernels(enabled: bool) -> None:
+    """Bit-exact GPU runs need deterministic kernels; cuBLAS also needs a fixed workspace (set before
+    its first use)."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def remaining_steps(cfg: TrainConfig, rank_samples: int, epochs_done: int, samples_in_epoch: int) -> int:
     """Optimizer steps from a position (epochs done + samples into the next epoch) to the end of the run."""
     per_epoch = steps_per_epoch(rank_samples, cfg.batch, cfg.gradient_accumulation)
-    partial = steps_per_epoch(rank_samples - samples_in_epoch, cfg.batch, cfg.gradient_accumulation) if samples_in_epoch else 0
+    partial = (
+        steps_per_epoch(rank_samples - samples_in_epoch, cfg.batch, cfg.gradient_accumulation)
+        if samples_in_epoch
+        else 0
+    )
     full_epochs = cfg.epochs - epochs_done - (1 if samples_in_epoch else 0)
     return partial + max(full_epochs, 0) * per_epoch
 
@@ -50,9 +70,15 @@ def _on_epoch(log: RunLog, say):
             f"R@10 {100 * avg['recall_at_10']:.2f}%  R@50 {100 * avg['recall_at_50']:.2f}%  "
             f"({info['epoch_time_s']:.1f} s)  -> {trainer.last_checkpoint.name if trainer.last_checkpoint else '-'}"
         )
-        log.event("epoch", epoch=p.epoch, loss=p.train_losses[-1], metrics=info["metrics"],
-                  epoch_time_s=info["epoch_time_s"], lr=trainer.optimizer.param_groups[0]["lr"],
-                  checkpoint=str(trainer.last_checkpoint) if trainer.last_checkpoint else None)
+        log.event(
+            "epoch",
+            epoch=p.epoch,
+            loss=p.train_losses[-1],
+            metrics=info["metrics"],
+            epoch_time_s=info["epoch_time_s"],
+            lr=trainer.optimizer.param_groups[0]["lr"],
+            checkpoint=str(trainer.last_checkpoint) if trainer.last_checkpoint else None,
+        )
         log.plot(p.train_losses, p.val_recalls, p.val_recalls_at_50)
 
     return report
@@ -76,6 +102,7 @@ def run_train(cfg: TrainConfig) -> Path | None:
     dist = distributed.setup(cfg.device)
     say = dist.printer()
     device = dist.device or resolve_device(cfg.device)
+    use_deterministic_kernels(cfg.deterministic)
     torch.manual_seed(cfg.seed)
     data = load_training_data(cfg, say)
     model = create_model(cfg.preset, data.train_texts(), cfg.pretrained, cfg.text_model, cfg.backbone_weights)
@@ -88,12 +115,26 @@ def run_train(cfg: TrainConfig) -> Path | None:
     rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
     spec = onecycle_spec(cfg.lr, remaining_steps(cfg, rank_samples, 0, 0))
     manager = CheckpointManager(cfg.output_dir, TRAIN_PREFIX, cfg.keep_last) if dist.is_main else None
-    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist.rank, dist.world_size,
-                      wrap=dist.wrap(device), loss_fn=dist.loss_fn(model, cfg.global_negatives))
+    trainer = Trainer(
+        cfg,
+        model,
+        data,
+        cache,
+        device,
+        manager,
+        spec,
+        say,
+        dist.rank,
+        dist.world_size,
+        wrap=dist.wrap(device),
+        loss_fn=dist.loss_fn(model, cfg.global_negatives),
+    )
     log = RunLog(cfg.output_dir, dist.is_main)
-    say(f"training {cfg.preset} on {device}: {len(data.triplets())} triplets, batch {cfg.batch} x "
+    say(
+        f"training {cfg.preset} on {device}: {len(data.triplets())} triplets, batch {cfg.batch} x "
         f"{cfg.gradient_accumulation} accumulation x {dist.world_size} ranks, {cfg.epochs} epochs, "
-        f"{spec['total_steps']} optimizer steps, peak LR {cfg.lr:g}")
+        f"{spec['total_steps']} optimizer steps, peak LR {cfg.lr:g}"
+    )
     log.event("start", config=cfg.to_dict(), world_size=dist.world_size)
     try:
         return _run(trainer, log, say)
@@ -114,7 +155,9 @@ def _model_for_resume(ckpt: dict[str, Any], cfg: TrainConfig, source: Path, trai
     if "model_config" in ckpt:
         model = model_from_checkpoint(ckpt, str(source))
         if model.config.preset != cfg.preset:
-            raise UserError(f"--preset {cfg.preset} contradicts the checkpoint, which holds a {model.config.preset} model")
+            raise UserError(
+                f"--preset {cfg.preset} contradicts the checkpoint, which holds a {model.config.preset} model"
+            )
         return model
     # An original-format checkpoint: rebuild the architecture of the preset the user names, then load strictly.
     model = create_model(cfg.preset, train_texts, pretrained=False, text_model=cfg.text_model)
@@ -142,6 +185,7 @@ def run_resume(args: argparse.Namespace) -> Path | None:
         return None
 
     device = dist.device or resolve_device(cfg.device)
+    use_deterministic_kernels(cfg.deterministic)
     data = load_training_data(cfg, say)
     model = _model_for_resume(ckpt, cfg, source, data.train_texts())
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
@@ -151,8 +195,10 @@ def run_resume(args: argparse.Namespace) -> Path | None:
 
     saved_world = int(ckpt.get("world_size", 1))
     if saved_world != dist.world_size:
-        say(f"warning: checkpoint was written by {saved_world} ranks, resuming on {dist.world_size}: "
-            "the data order of the remaining epochs changes (the run is no longer bit-exact)")
+        say(
+            f"warning: checkpoint was written by {saved_world} ranks, resuming on {dist.world_size}: "
+            "the data order of the remaining epochs changes (the run is no longer bit-exact)"
+        )
         samples_in = samples_in * saved_world // dist.world_size
         ckpt["samples_in_epoch"] = samples_in
     rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
@@ -162,8 +208,12 @@ def run_resume(args: argparse.Namespace) -> Path | None:
     global_step = int(ckpt.get("global_step", (ckpt.get("scheduler_state_dict") or {}).get("last_epoch", 0)))
     ckpt["global_step"] = global_step
     left = remaining_steps(cfg, rank_samples, done, samples_in)
-    keep = (old is not None and ckpt.get("scheduler_state_dict") is not None and args.lr is None
-            and schedule_end_step(old) == global_step + left)
+    keep = (
+        old is not None
+        and ckpt.get("scheduler_state_dict") is not None
+        and args.lr is None
+        and schedule_end_step(old) == global_step + left
+    )
     if keep:
         spec = old
         policy = "schedule kept as saved"
@@ -171,29 +221,66 @@ def run_resume(args: argparse.Namespace) -> Path | None:
         warm = max(warmup_end_step(old) - global_step, 0) if old else 0
         peak = args.lr if args.lr is not None else (peak_lr(old) if old and warm else lr_now)
         spec = continuation_spec(lr_now, peak, warm, left, global_step)
-        why = [w for w, hit in (("no scheduler state in the checkpoint", old is None or not ckpt.get("scheduler_state_dict")),
-                                ("--lr given", args.lr is not None),
-                                ("the plan changed", old is not None and schedule_end_step(old) != global_step + left)) if hit]
-        policy = (f"new continuation schedule ({', '.join(why)}): LR {lr_now:.3g} -> peak {peak:.3g} "
-                  f"-> {spec['end_lr']:.3g} over the remaining {left} steps")
+        why = [
+            w
+            for w, hit in (
+                ("no scheduler state in the checkpoint", old is None or not ckpt.get("scheduler_state_dict")),
+                ("--lr given", args.lr is not None),
+                ("the plan changed", old is not None and schedule_end_step(old) != global_step + left),
+            )
+            if hit
+        ]
+        policy = (
+            f"new continuation schedule ({', '.join(why)}): LR {lr_now:.3g} -> peak {peak:.3g} "
+            f"-> {spec['end_lr']:.3g} over the remaining {left} steps"
+        )
     for key in ("batch", "gradient_accumulation"):
         if key in changed:
-            say(f"warning: --{key.replace('_', '-')} differs from the checkpoint's ({saved[key]} -> "
-                f"{getattr(cfg, key)}); the schedule is re-sized to the remaining steps")
+            say(
+                f"warning: --{key.replace('_', '-')} differs from the checkpoint's ({saved[key]} -> "
+                f"{getattr(cfg, key)}); the schedule is re-sized to the remaining steps"
+            )
 
-    manager = CheckpointManager(cfg.output_dir, RESUME_PREFIX, cfg.keep_last, protected=source) if dist.is_main else None
-    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist.rank, dist.world_size,
-                      wrap=dist.wrap(device), loss_fn=dist.loss_fn(model, cfg.global_negatives))
+    manager = (
+        CheckpointManager(cfg.output_dir, RESUME_PREFIX, cfg.keep_last, protected=source) if dist.is_main else None
+    )
+    trainer = Trainer(
+        cfg,
+        model,
+        data,
+        cache,
+        device,
+        manager,
+        spec,
+        say,
+        dist.rank,
+        dist.world_size,
+        wrap=dist.wrap(device),
+        loss_fn=dist.loss_fn(model, cfg.global_negatives),
+    )
     trainer.load_state(ckpt, keep_schedule=keep)
     p = trainer.progress
-    where = f"epoch {p.epoch} complete" + (f", {p.samples_in_epoch} samples into epoch {p.epoch + 1}" if p.samples_in_epoch else "")
+    where = f"epoch {p.epoch} complete" + (
+        f", {p.samples_in_epoch} samples into epoch {p.epoch + 1}" if p.samples_in_epoch else ""
+    )
     best = f"{100 * p.best_recall:.2f}%" if p.best_recall >= 0 else "none yet"
-    say(f"resuming from {source} ({where}, step {p.global_step}); previous best R@10 {best}; "
-        f"LR {trainer.optimizer.param_groups[0]['lr']:.3g}; {policy}")
+    say(
+        f"resuming from {source} ({where}, step {p.global_step}); previous best R@10 {best}; "
+        f"LR {trainer.optimizer.param_groups[0]['lr']:.3g}; {policy}"
+    )
     log = RunLog(cfg.output_dir, dist.is_main)
-    log.event("resume", checkpoint=str(source), epoch=p.epoch, samples_in_epoch=p.samples_in_epoch,
-              global_step=p.global_step, best_recall=p.best_recall, lr=trainer.optimizer.param_groups[0]["lr"],
-              schedule=spec, changed=changed, config=cfg.to_dict())
+    log.event(
+        "resume",
+        checkpoint=str(source),
+        epoch=p.epoch,
+        samples_in_epoch=p.samples_in_epoch,
+        global_step=p.global_step,
+        best_recall=p.best_recall,
+        lr=trainer.optimizer.param_groups[0]["lr"],
+        schedule=spec,
+        changed=changed,
+        config=cfg.to_dict(),
+    )
     try:
         return _run(trainer, log, say)
     finally:

@@ -43,6 +43,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     compile: bool = False
+    deterministic: bool = False
     save_every_steps: int = 0
     keep_last: int = 0
     stop_after_epochs: int | None = None
@@ -64,10 +65,29 @@ class TrainConfig:
 
 # Settings a resumed run may change; any other flag must equal the checkpoint's value.
 CHANGEABLE = {
-    "path_file", "path_folder", "skip_missing", "batch", "epochs", "gradient_accumulation", "mixed_precision",
-    "fast_validation", "fast_validation_queries", "cache_dir", "lr", "output_dir", "device", "num_workers",
-    "compile", "save_every_steps", "keep_last", "stop_after_epochs", "yolo_weights", "text_model",
-    "backbone_weights", "pretrained",
+    "path_file",
+    "path_folder",
+    "skip_missing",
+    "batch",
+    "epochs",
+    "gradient_accumulation",
+    "mixed_precision",
+    "fast_validation",
+    "fast_validation_queries",
+    "cache_dir",
+    "lr",
+    "output_dir",
+    "device",
+    "num_workers",
+    "compile",
+    "deterministic",
+    "save_every_steps",
+    "keep_last",
+    "stop_after_epochs",
+    "yolo_weights",
+    "text_model",
+    "backbone_weights",
+    "pretrained",
 }
 
 
@@ -75,7 +95,9 @@ def _categories(text: str) -> tuple[str, ...]:
     cats = tuple(c.strip() for c in text.split(",") if c.strip())
     unknown = [c for c in cats if c not in CATEGORIES]
     if unknown or not cats:
-        raise argparse.ArgumentTypeError(f"unknown category {', '.join(unknown) or text!r}; choose from {','.join(CATEGORIES)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown category {', '.join(unknown) or text!r}; choose from {','.join(CATEGORIES)}"
+        )
     return cats
 
 
@@ -105,49 +127,112 @@ def add_train_arguments(parser: argparse.ArgumentParser, resume: bool) -> None:
             help += f" (default: {kw['default']})"
         parser.add_argument(*names, help=help, **kw)
 
-    add("--path-file", required=True, default=default(None),
-        help="annotations folder (captions/ and image_splits/) or legacy folder with train.json/val.json")
+    add(
+        "--path-file",
+        required=True,
+        default=default(None),
+        help="annotations folder (captions/ and image_splits/) or legacy folder with train.json/val.json",
+    )
     add("--path-folder", required=True, default=default(None), help="images folder: <id>.jpg|png|jpeg")
-    add("--categories", type=_categories, default=default(d.categories), help="comma-separated subset of dress,shirt,toptee")
-    add("--skip-missing", action=argparse.BooleanOptionalAction, default=default(False),
-        help="drop triplets whose images are absent instead of failing")
+    add(
+        "--categories",
+        type=_categories,
+        default=default(d.categories),
+        help="comma-separated subset of dress,shirt,toptee",
+    )
+    add(
+        "--skip-missing",
+        action=argparse.BooleanOptionalAction,
+        default=default(False),
+        help="drop triplets whose images are absent instead of failing",
+    )
     add("--batch", type=_positive, default=default(d.batch), help="micro-batch size")
     add("--epochs", type=_positive, default=default(d.epochs), help="total epochs of the run (not the remainder)")
-    add("--gradient-accumulation", type=_positive, default=default(d.gradient_accumulation),
-        help="micro-batches per optimizer step")
-    add("--mixed-precision", action=argparse.BooleanOptionalAction, default=default(False),
-        help="bf16 autocast where supported, else fp16 with a grad scaler on CUDA")
-    add("--fast-validation", action=argparse.BooleanOptionalAction, default=default(False),
-        help="validate on a fixed, seeded subset of queries against the full gallery")
-    add("--fast-validation-queries", type=_positive, default=default(d.fast_validation_queries),
-        help="queries per category with --fast-validation")
+    add(
+        "--gradient-accumulation",
+        type=_positive,
+        default=default(d.gradient_accumulation),
+        help="micro-batches per optimizer step",
+    )
+    add(
+        "--mixed-precision",
+        action=argparse.BooleanOptionalAction,
+        default=default(False),
+        help="bf16 autocast where supported, else fp16 with a grad scaler on CUDA",
+    )
+    add(
+        "--fast-validation",
+        action=argparse.BooleanOptionalAction,
+        default=default(False),
+        help="validate on a fixed, seeded subset of queries against the full gallery",
+    )
+    add(
+        "--fast-validation-queries",
+        type=_positive,
+        default=default(d.fast_validation_queries),
+        help="queries per category with --fast-validation",
+    )
     add("--cache-dir", default=default(d.cache_dir), help="preprocessing cache folder")
     add("--crop", choices=("none", "foreground", "yolo"), default=default(d.crop), help="clothing crop backend")
     add("--landmarks", choices=("none", "mediapipe"), default=default(d.landmarks), help="landmark backend")
     add("--yolo-weights", default=None, help="weights file for --crop yolo")
     add("--preset", choices=PRESETS, default=default(d.preset), help="model preset")
-    add("--no-pretrained", dest="pretrained", action="store_false", default=None if resume else True,
-        help="random initialisation instead of local pretrained weights")
+    add(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        default=None if resume else True,
+        help="random initialisation instead of local pretrained weights",
+    )
     add("--text-model", default=None, help="BERT-family model directory (or a name in the local Hugging Face cache)")
     add("--backbone-weights", default=None, help="torchvision ResNet-50 weights file")
-    add("--lr", type=float, default=default(d.lr),
-        help="peak learning rate of the one-cycle schedule; on resume, the peak of the remaining schedule")
+    add(
+        "--lr",
+        type=float,
+        default=default(d.lr),
+        help="peak learning rate of the one-cycle schedule; on resume, the peak of the remaining schedule",
+    )
     add("--weight-decay", type=float, default=default(d.weight_decay), help="AdamW weight decay")
-    add("--output-dir", default=default(d.output_dir) if not resume else None,
-        help="checkpoint folder" + (" (default: the checkpoint's folder)" if resume else ""))
+    add(
+        "--output-dir",
+        default=default(d.output_dir) if not resume else None,
+        help="checkpoint folder" + (" (default: the checkpoint's folder)" if resume else ""),
+    )
     add("--seed", type=int, default=default(d.seed), help="seed for initialisation and data order")
     add("--device", default=default(d.device), help="auto, cpu, cuda or cuda:N")
     add("--num-workers", type=_non_negative, default=default(d.num_workers), help="data loader worker processes")
     add("--compile", action=argparse.BooleanOptionalAction, default=default(False), help="torch.compile the model")
-    add("--save-every-steps", type=_non_negative, default=default(d.save_every_steps),
-        help="also checkpoint every N optimizer steps inside an epoch (0: off)")
-    add("--keep-last", type=_non_negative, default=default(d.keep_last),
-        help="keep only the newest N periodic checkpoints (0: keep all; best and final are never pruned)")
-    add("--stop-after-epochs", type=_positive, default=None,
-        help="stop (resumably) once this many epochs are complete, keeping the schedule of --epochs")
+    add(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=default(False),
+        help="deterministic kernels only, so a GPU resume is bit-exact too (slower)",
+    )
+    add(
+        "--save-every-steps",
+        type=_non_negative,
+        default=default(d.save_every_steps),
+        help="also checkpoint every N optimizer steps inside an epoch (0: off)",
+    )
+    add(
+        "--keep-last",
+        type=_non_negative,
+        default=default(d.keep_last),
+        help="keep only the newest N periodic checkpoints (0: keep all; best and final are never pruned)",
+    )
+    add(
+        "--stop-after-epochs",
+        type=_positive,
+        default=None,
+        help="stop (resumably) once this many epochs are complete, keeping the schedule of --epochs",
+    )
     add("--val-split", default=default(d.val_split), help="split used for validation")
-    add("--global-negatives", action=argparse.BooleanOptionalAction, default=default(False),
-        help="distributed: contrast against the targets of every rank")
+    add(
+        "--global-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=default(False),
+        help="distributed: contrast against the targets of every rank",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -158,7 +243,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def merge_resume_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> tuple[TrainConfig, list[str]]:
     """Explicit flags over the checkpoint's settings over defaults. Returns the config and the names of
     settings the user changed. A fixed setting given with another value is a user error."""
-    explicit = {k: v for k, v in vars(args).items() if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    explicit = {
+        k: v for k, v in vars(args).items() if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}
+    }
     if saved is None:
         return TrainConfig(**explicit), sorted(explicit)
     base = TrainConfig.from_dict(saved)

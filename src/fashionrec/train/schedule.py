@@ -31,8 +31,13 @@ def continuation_spec(
     start_lr: float, peak_lr: float, warmup_steps: int, total_steps: int, start_step: int
 ) -> dict[str, Any]:
     return {
-        "kind": "continuation", "start_lr": start_lr, "peak_lr": peak_lr, "end_lr": peak_lr / (DIV_FACTOR * FINAL_DIV_FACTOR),
-        "warmup_steps": max(int(warmup_steps), 0), "total_steps": max(int(total_steps), 1), "start_step": start_step,
+        "kind": "continuation",
+        "start_lr": start_lr,
+        "peak_lr": peak_lr,
+        "end_lr": peak_lr / (DIV_FACTOR * FINAL_DIV_FACTOR),
+        "warmup_steps": max(int(warmup_steps), 0),
+        "total_steps": max(int(total_steps), 1),
+        "start_step": start_step,
     }
 
 
@@ -49,8 +54,13 @@ def continuation_lr(spec: dict[str, Any], step: int) -> float:
 def build_scheduler(optimizer: Optimizer, spec: dict[str, Any]) -> LRScheduler:
     if spec["kind"] == "onecycle":
         return OneCycleLR(
-            optimizer, max_lr=spec["max_lr"], total_steps=spec["total_steps"], pct_start=PCT_START,
-            anneal_strategy="cos", div_factor=DIV_FACTOR, final_div_factor=FINAL_DIV_FACTOR,
+            optimizer,
+            max_lr=spec["max_lr"],
+            total_steps=spec["total_steps"],
+            pct_start=PCT_START,
+            anneal_strategy="cos",
+            div_factor=DIV_FACTOR,
+            final_div_factor=FINAL_DIV_FACTOR,
         )
     if spec["kind"] == "continuation":
         for group in optimizer.param_groups:
@@ -82,5 +92,3 @@ def current_lr(optimizer: Optimizer) -> float:
 def steps_per_epoch(samples: int, batch: int, accumulation: int) -> int:
     """Optimizer steps for `samples` samples: the last, partial accumulation group still steps."""
     return math.ceil(math.ceil(samples / batch) / accumulation) if samples > 0 else 0
-
-

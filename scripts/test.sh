@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up venv/ with every extra, Chromium for the browser test, then run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+fi
+bash scripts/setup_env.sh serve,qdrant,landmarks,test
+venv/bin/ruff check src tests benchmarks
+exec venv/bin/python -m pytest tests "$@"
