@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from fashionrec.cli.main import main
-from fashionrec.data.args import add_dataset_args, splits_from_args
+from fashionrec.data.args import (
+    add_dataset_args,
+    add_preprocess_args,
+    cache_from_args,
+    preprocess_config_from_args,
+    splits_from_args,
+)
 from fashionrec.data.fashioniq import load_split
+from fashionrec.data.preprocess import PreprocessConfig
 from fashionrec.errors import UserError
 
 
@@ -136,3 +143,19 @@ def test_missing_images_fail_unless_skipped(demo_data: Path, tmp_path: Path, cap
     err = capsys.readouterr().err
     total = len(val.triplets)
     assert err == f"--skip-missing: dropped {dropped} of {total} val queries with missing images\n"
+
+
+def test_preprocess_flags_make_the_config_and_cache(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_preprocess_args(parser)
+    defaults = parser.parse_args([])
+    assert preprocess_config_from_args(defaults) == PreprocessConfig()
+    assert cache_from_args(defaults).root.parent == Path("cache")
+    args = parser.parse_args(
+        ["--cache-dir", str(tmp_path), "--image-size", "96", "--crop", "none", "--landmarks", "mediapipe"]
+    )
+    assert preprocess_config_from_args(args) == PreprocessConfig(96, "none", "mediapipe", None)
+    cache = cache_from_args(args)
+    assert cache.root.parent == tmp_path and cache.config == PreprocessConfig(96, "none", "mediapipe")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--crop", "sam"])

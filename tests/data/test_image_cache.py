@@ -17,10 +17,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import fashionrec
+import fashionrec.data.cache as cache_module
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import GalleryDataset
 from fashionrec.data.images import load_image
 from fashionrec.data.preprocess import PreprocessConfig, Preprocessor
+from fashionrec.errors import UserError
 
 CONFIG = PreprocessConfig(image_size=32)
 
@@ -43,7 +45,7 @@ def assert_same(a, b) -> None:
 
 def test_cache_serves_what_the_preprocessor_makes(images: dict[str, Path], tmp_path: Path) -> None:
     cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
-    assert cache.build(images, progress=False) == 12
+    assert cache.build(images, progress=False, workers=3) == 12
     assert len(cache) == 12 and all(i in cache for i in images)
     preprocessor = Preprocessor(CONFIG)
     for image_id, path in images.items():
@@ -107,13 +109,30 @@ def test_interrupted_build_resumes_where_it_stopped(
 
     monkeypatch.setattr(Preprocessor, "process", failing_process)
     with pytest.raises(RuntimeError, match="power cut"):
-        ImageCache(tmp_path / "cache", CONFIG, chunk_images=3).build(images, progress=False)
+        ImageCache(tmp_path / "cache", CONFIG, chunk_images=3).build(images, progress=False, workers=1)
     monkeypatch.setattr(Preprocessor, "process", real_process)
     resumed = ImageCache(tmp_path / "cache", CONFIG, chunk_images=3)
     assert resumed.build(images, progress=False) == 12 - 7
     preprocessor = Preprocessor(CONFIG)
     for image_id, path in images.items():
         assert_same(resumed.get(image_id), preprocessor.process(load_image(path)))
+
+
+def test_threaded_build_keeps_everything_before_the_failure(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = list(images.values())[9]
+
+    def load(path: Path) -> Image.Image:
+        if path == broken:
+            raise UserError(f"cannot decode image {path}")
+        return load_image(path)
+
+    monkeypatch.setattr(cache_module, "load_image", load)
+    with pytest.raises(UserError, match="cannot decode"):
+        ImageCache(tmp_path / "cache", CONFIG, chunk_images=4).build(images, progress=False, workers=4)
+    monkeypatch.undo()
+    assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 12 - 9
 
 
 def test_leftovers_of_a_killed_build_are_removed(images: dict[str, Path], tmp_path: Path) -> None:
@@ -173,3 +192,13 @@ def test_two_processes_building_at_once_share_the_work(demo_data: Path, tmp_path
     assert counts == [0, 80]
     cache = ImageCache(tmp_path / "cache", CONFIG)
     assert cache.build({Path(p).stem: Path(p) for p in paths}, progress=False) == 0
+
+
+def test_unreadable_or_vanished_image_is_a_user_error(images: dict[str, Path], tmp_path: Path) -> None:
+    first, second = list(images)[:2]
+    images[first].write_bytes(b"not a picture")
+    with pytest.raises(UserError, match=f"cannot decode image {images[first]}"):
+        ImageCache(tmp_path / "cache", CONFIG).build({first: images[first]}, progress=False)
+    images[second].unlink()
+    with pytest.raises(UserError, match=f"image file not found: {images[second]}$"):
+        ImageCache(tmp_path / "cache", CONFIG).build({second: images[second]}, progress=False)

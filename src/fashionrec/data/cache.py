@@ -5,7 +5,8 @@ Layout, under `<cache_dir>/v<FORMAT_VERSION>-<config.key()>/` (one folder per pr
 
     settings.json                 the settings, for people
     build.lock                    held by a build, so two builders never write at once
-    chunks/NNNNNN.pixels.npy      uint8 [n, 2, S, S, 3]: the whole image and the crop of n images
+    chunks/NNNNNN.pixels.npy      uint8 [n, 2, 3, S, S]: the whole image and the crop of n images, stored
+                                  channels-first as the model takes them, so reading needs no transpose
     chunks/NNNNNN.meta.safetensors  box [n, 4], landmarks [n, 14, 2], landmark_mask [n, 14]
     chunks/NNNNNN.json            the chunk's ids and file fingerprints, written last: it commits the chunk
 
@@ -18,7 +19,9 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,15 +80,21 @@ class ImageCache:
         state["_open"] = {}
         return state
 
-    def build(self, paths: Mapping[str, str | Path], *, progress: bool = True) -> int:
+    def build(
+        self, paths: Mapping[str, str | Path], *, progress: bool = True, workers: int | None = None
+    ) -> int:
         """Process the images that are new or changed since they were cached; returns how many.
-        An interrupted build keeps the images it finished, so the next one resumes after them."""
+        An interrupted build keeps the images it finished, so the next one resumes after them.
+        `workers` threads decode and preprocess (PIL and the backends release the GIL); default: the CPUs,
+        up to 8.
+        """
         fingerprints = {i: _fingerprint(Path(p)) for i, p in paths.items()}
         with self._locked():
             stored = self._read_index()
             todo = [i for i, fp in fingerprints.items() if i not in stored or stored[i].fingerprint != fp]
             if todo:
-                self._write(todo, paths, fingerprints, progress)
+                threads = workers or min(8, os.cpu_count() or 1)
+                self._write([(i, Path(paths[i]), fingerprints[i]) for i in todo], threads, progress)
                 stored = self._read_index()
         self._entries.update((i, (stored[i].chunk, stored[i].row)) for i in paths)
         return len(todo)
@@ -97,9 +106,9 @@ class ImageCache:
         except KeyError:
             raise KeyError(f"image {image_id!r} is not in the cache; build() it first") from None
         pixels, meta = self._chunk(chunk)
-        return PreprocessedImage(
-            image=np.array(pixels[row, 0]),
-            crop=np.array(pixels[row, 1]),
+        return PreprocessedImage(  # HWC views of channels-first copies
+            image=np.array(pixels[row, 0]).transpose(1, 2, 0),
+            crop=np.array(pixels[row, 1]).transpose(1, 2, 0),
             box=meta["box"][row].copy(),
             landmarks=meta["landmarks"][row].copy(),
             landmark_mask=meta["landmark_mask"][row].copy(),
@@ -148,23 +157,29 @@ class ImageCache:
                 index[image_id] = _Entry(manifest.stem, row, fp)
         return index
 
-    def _write(
-        self, todo: list[str], paths: Mapping[str, str | Path], fingerprints: dict, progress: bool
-    ) -> None:
-        preprocessor = Preprocessor(self.config)
+    def _write(self, todo: list[tuple[str, Path, Fingerprint]], workers: int, progress: bool) -> None:
+        """Preprocess in a thread pool, store in order; on any error keep what was stored before it."""
+        local = threading.local()
+
+        def process(job: tuple[str, Path, Fingerprint]) -> PreprocessedImage:
+            if not hasattr(local, "preprocessor"):  # backends such as MediaPipe are not thread-safe
+                local.preprocessor = Preprocessor(self.config)
+            return local.preprocessor.process(load_image(job[1]))
+
         numbers = [int(p.stem) for p in self._chunks_dir.glob("[0-9]*.json")]
-        writer = _ChunkWriter(
-            self._chunks_dir, max(numbers, default=0) + 1, self.chunk_images, self.config.image_size
+        first = max(numbers, default=0) + 1
+        writer = _ChunkWriter(self._chunks_dir, first, self.chunk_images, self.config.image_size)
+        bar = tqdm(
+            total=len(todo), desc="preprocessing images", unit="img", file=sys.stderr, disable=not progress
         )
-        try:
-            for image_id in tqdm(
-                todo, desc="preprocessing images", unit="img", file=sys.stderr, disable=not progress
-            ):
-                writer.add(
-                    image_id, fingerprints[image_id], preprocessor.process(load_image(Path(paths[image_id])))
-                )
-        finally:
-            writer.flush()  # keep the finished images even when the build is interrupted
+        with bar, ThreadPoolExecutor(workers) as pool:
+            try:
+                for (image_id, _, fingerprint), item in zip(todo, pool.map(process, todo), strict=True):
+                    writer.add(image_id, fingerprint, item)
+                    bar.update()
+            finally:
+                pool.shutdown(cancel_futures=True)
+                writer.flush()  # keep the finished images even when the build is interrupted
 
 
 class _ChunkWriter:
@@ -172,7 +187,7 @@ class _ChunkWriter:
 
     def __init__(self, directory: Path, number: int, capacity: int, side: int) -> None:
         self.directory, self.number, self.capacity = directory, number, capacity
-        self.pixels = np.empty((capacity, 2, side, side, 3), np.uint8)
+        self.pixels = np.empty((capacity, 2, 3, side, side), np.uint8)
         self.box = np.empty((capacity, 4), np.float32)
         self.landmarks = np.empty((capacity, NUM_LANDMARKS, 2), np.float32)
         self.mask = np.empty((capacity, NUM_LANDMARKS), np.bool_)
@@ -181,7 +196,7 @@ class _ChunkWriter:
 
     def add(self, image_id: str, fingerprint: Fingerprint, item: PreprocessedImage) -> None:
         n = len(self.ids)
-        self.pixels[n, 0], self.pixels[n, 1] = item.image, item.crop
+        self.pixels[n, 0], self.pixels[n, 1] = item.image.transpose(2, 0, 1), item.crop.transpose(2, 0, 1)
         self.box[n], self.landmarks[n], self.mask[n] = item.box, item.landmarks, item.landmark_mask
         self.ids.append(image_id)
         self.fingerprints.append(fingerprint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,17 +28,15 @@ def whole_image(image: Image.Image) -> np.ndarray:
 def foreground_box(image: Image.Image) -> np.ndarray:
     """The `foreground` backend: catalog photos stand on a plain background, so the garment is whatever
     differs from the colour of the border; the whole image when nothing clearly does."""
-    small = image.convert("RGB")
-    if max(small.size) > ANALYSIS_SIDE:
-        small = small.copy()
-        small.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    small = rgb.reduce(math.ceil(max(rgb.size) / ANALYSIS_SIDE))  # an integer box filter: fast, smooths noise
     pixels = np.asarray(small, dtype=np.int16)
     h, w = pixels.shape[:2]
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = np.median(border, axis=0)
-    border_noise = np.abs(border - background).max(axis=1)
+    background = np.median(border, axis=0).round().astype(np.int16)
+    border_noise = _channel_max(np.abs(border - background))
     tolerance = max(MIN_TOLERANCE, float(np.percentile(border_noise, 90)) + 8)
-    foreground = np.abs(pixels - background).max(axis=2) > tolerance
+    foreground = _channel_max(np.abs(pixels - background)) > tolerance
     min_count = max(1, round(0.02 * min(h, w)))  # a row or column needs a few such pixels, not one
     rows = np.flatnonzero(foreground.sum(axis=1) >= min_count)
     cols = np.flatnonzero(foreground.sum(axis=0) >= min_count)
@@ -48,6 +47,11 @@ def foreground_box(image: Image.Image) -> np.ndarray:
         return WHOLE_IMAGE.copy()
     box += [-MARGIN, -MARGIN, MARGIN, MARGIN]
     return np.clip(box, 0.0, 1.0).astype(np.float32)
+
+
+def _channel_max(values: np.ndarray) -> np.ndarray:
+    """Largest of the last axis's three channels; several times faster than `.max(axis=-1)` on size 3."""
+    return np.maximum(np.maximum(values[..., 0], values[..., 1]), values[..., 2])
 
 
 class YoloBoxer:

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -29,10 +30,11 @@ def caption_order_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def image_tensors(item: PreprocessedImage, prefix: str = "") -> dict[str, torch.Tensor]:
-    """One cached image as the model's input tensors, keys prefixed (e.g. "ref_")."""
+    """One cached image as the model's input tensors, keys prefixed (e.g. "ref_"). The transpose is numpy's:
+    free for cached images (stored channels-first) and far faster than torch's uint8 permute otherwise."""
     return {
-        f"{prefix}image": torch.from_numpy(item.image).permute(2, 0, 1).contiguous(),
-        f"{prefix}crop": torch.from_numpy(item.crop).permute(2, 0, 1).contiguous(),
+        f"{prefix}image": torch.from_numpy(np.ascontiguousarray(item.image.transpose(2, 0, 1))),
+        f"{prefix}crop": torch.from_numpy(np.ascontiguousarray(item.crop.transpose(2, 0, 1))),
         f"{prefix}landmarks": torch.from_numpy(item.landmarks),
         f"{prefix}landmark_mask": torch.from_numpy(item.landmark_mask),
     }

@@ -88,8 +88,8 @@ class Preprocessor:
         # At least one source pixel, so a degenerate box still yields a picture.
         x0, y0 = min(box[0] * w, w - 1.0), min(box[1] * h, h - 1.0)
         source = (x0, y0, max(box[2] * w, x0 + 1.0), max(box[3] * h, y0 + 1.0))
-        whole = np.asarray(rgb.resize(size, RESAMPLE), dtype=np.uint8)
-        crop = np.asarray(rgb.resize(size, RESAMPLE, box=source), dtype=np.uint8)
+        whole = np.array(rgb.resize(size, RESAMPLE), dtype=np.uint8)  # writable, unlike asarray
+        crop = np.array(rgb.resize(size, RESAMPLE, box=source), dtype=np.uint8)
         if self._landmarker is None:
             points, mask = no_landmarks()
         else:
