@@ -112,6 +112,17 @@ def test_faiss_goes_approximate_above_threshold_and_measures_recall(tmp_path: Pa
     assert FaissBackend(tmp_path, approx_threshold=10_000).sync(ids, vectors)["type"] == "flat"
 
 
+def test_faiss_keeps_the_exact_index_when_ivf_would_need_most_lists(tmp_path: Path) -> None:
+    """Uniform random vectors have no clusters: 0.95 recall would take scanning nearly every list."""
+    vectors = unit(np.random.default_rng(3).standard_normal((4000, 64)))
+    ids = [str(i) for i in range(4000)]
+    entry = FaissBackend(tmp_path, approx_threshold=1000).sync(ids, vectors)
+    assert entry["type"] == "flat"
+    assert entry["ivf_rejected"]["nprobe"] == 15 and entry["ivf_rejected"]["recall_at_10"] < 0.95
+    store = FaissBackend.open(tmp_path, entry, ids)
+    assert [i for i, _ in store.search(vectors[:1], 5)[0]] == brute_force(vectors, ids, vectors[0], 5)
+
+
 def test_qdrant_local_folder_persists_across_clients(tmp_path: Path, data) -> None:
     ids, vectors, queries = data
     ids, vectors = ids[:20], vectors[:20]

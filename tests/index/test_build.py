@@ -108,8 +108,10 @@ def test_cli_index_and_recommend(built, tiny_ckpt: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture) -> None:
     root, images, _ = built
     code = main(["index", "--checkpoint", str(tiny_ckpt), "--images", str(images), "--out",
-                 str(tmp_path / "i"), "--cache-dir", str(root / "cache"), "--device", "cpu"])
-    assert code == 0 and "encoded" in capsys.readouterr().out
+                 str(tmp_path / "i"), "--cache-dir", str(root / "cache"), "--device", "cpu",
+                 "--approx-threshold", "10"])
+    out = capsys.readouterr().out
+    assert code == 0 and "48 encoded" in out and "recall_at_10" in out  # IVF was tried and measured
     code = main(["recommend", "--checkpoint", str(tiny_ckpt), "--index", str(tmp_path / "i"), "--image",
                  str(images / "S000001.png"), "--text", "is black", "-k", "3", "--json", "--device", "cpu"])
     results = json.loads(capsys.readouterr().out)["results"]

@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="vector store (default: faiss)")
     p.add_argument("--url", help="qdrant: http(s)://host:port, or a folder for qdrant-client's local mode")
     p.add_argument("--collection", help="qdrant collection name")
+    p.add_argument("--approx-threshold", type=int, metavar="N",
+                   help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)")
     p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"),
@@ -55,7 +57,8 @@ def run_index(args: argparse.Namespace) -> int:
     from fashionrec.index import build_index
 
     report = build_index(args.checkpoint, args.images, args.out, backend=args.backend, url=args.url,
-                         collection=args.collection, rebuild=args.rebuild, batch_size=args.batch_size,
+                         collection=args.collection, approx_threshold=args.approx_threshold,
+                         rebuild=args.rebuild, batch_size=args.batch_size,
                          cache_dir=args.cache_dir, device=args.device, crop=args.crop,
                          landmarks=args.landmarks, yolo_weights=args.yolo_weights)
     print(f"index {args.out}: {report.summary()}")

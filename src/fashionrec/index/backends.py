@@ -35,12 +35,14 @@ class Backend(Protocol):
 
 
 def new_backend(kind: str, index_dir: Path, url: str | None = None, collection: str | None = None,
-                **options: Any) -> Backend:
+                approx_threshold: int | None = None) -> Backend:
     """A backend to build into, from command-line style settings."""
     if kind == "faiss":
         from fashionrec.index.faiss_backend import FaissBackend
 
-        return FaissBackend(index_dir, **options)
+        if approx_threshold is None:
+            return FaissBackend(index_dir)
+        return FaissBackend(index_dir, approx_threshold=approx_threshold)
     if kind == "qdrant":
         from fashionrec.index.qdrant_backend import QdrantBackend
 
