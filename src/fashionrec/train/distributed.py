@@ -46,6 +46,16 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any (a stop signal that reached only some ranks)."""
+    if not active():
+        return flag
+    on_gpu = dist.get_backend() == "nccl"
+    value = torch.tensor([int(flag)], device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else None)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def gather_objects(obj: T) -> list[T]:
     """Every rank's `obj`, in rank order: each rank's RNG state goes into the checkpoint rank 0 writes."""
     if not active():

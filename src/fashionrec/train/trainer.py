@@ -74,7 +74,7 @@ def rng_state() -> dict[str, Any]:
 
 def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
     size = len(batch["index"])
-    chunks = [dict(zip(batch, values)) for values in zip(*(v.tensor_split(parts) for v in batch.values()))]
+    chunks = [dict(zip(batch, values, strict=True)) for values in zip(*(v.tensor_split(parts) for v in batch.values()), strict=True)]
     return [c for c in chunks if len(c["index"])] if size else []
 
 
@@ -229,9 +229,10 @@ class Trainer:
             bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{current_lr(self.optimizer):.2e}",
                             samples_s=f"{seen / (time.perf_counter() - start):.1f}")
             epoch_done = p.samples_in_epoch >= self.sampler.num_samples
-            if self.stop_requested or (cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and not epoch_done):
+            stop = distributed.any_rank(self.stop_requested)  # every rank stops after the same step
+            if stop or (cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and not epoch_done):
                 self.save_step()
-            if self.stop_requested:
+            if stop:
                 bar.close()
                 raise TrainingStopped(f"stopped in epoch {p.epoch + 1} after step {p.step_in_epoch}")
         bar.close()
@@ -269,8 +270,9 @@ class Trainer:
     def fit(self, on_epoch: Callable[[Trainer, dict], None] | None = None) -> None:
         """Train until `cfg.epochs` are complete (or `stop_after_epochs`), checkpointing each epoch."""
         cfg, p = self.cfg, self.progress
+        # Every rank: torchrun passes a SIGTERM on to all of them, and all take part in the last save.
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)} \
-            if self.rank == 0 and _main_thread() else {}
+            if _main_thread() else {}
         try:
             while p.epoch < cfg.epochs:
                 if cfg.stop_after_epochs is not None and p.epoch >= cfg.stop_after_epochs:

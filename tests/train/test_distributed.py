@@ -1,0 +1,326 @@
+"""Training on several processes (torchrun, DDP, gloo on CPU, 2 ranks).
+
+What is compared to what:
+- A DDP run with --global-negatives and a single process at the same global batch (2 x 4 vs 1 x 8) see the
+  same samples in every optimizer step (DistributedSampler gives rank r the items perm[r::2], so step k's
+  union over ranks is the single process's batch perm[8k:8k+8], in another order), contrast each query with
+  the same targets, and step with the same gradient: their per-step losses agree to float tolerance. That
+  needs dropout 0 and one tokenizer for both runs (WordPiece training differs from process to process), so
+  this file doubles as a torchrun entry point that runs the real CLI with a pinned model (see `harness`).
+- Sharded validation gives the single-process metric of the same checkpoint.
+- A DDP run resumed mid-epoch ends bit-identical to the uninterrupted DDP run (dropout on: each rank's RNG
+  state travels in the checkpoint).
+- A crashing or hung rank ends the whole job with a non-zero exit and the rank's error, instead of a hang.
+
+Run as a script: `python -m torch.distributed.run ... test_distributed.py OPTIONS_JSON CLI_ARGS...`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import torch
+from train_helpers import assert_same_training, final_checkpoint, load
+
+from fashionrec.cli.main import main
+from fashionrec.data.demo import make_demo_data
+from fashionrec.eval.retrieval import EvalSettings, evaluate, shard
+from fashionrec.model import create_model
+from fashionrec.model.config import ModelConfig
+from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.hub import model_from_checkpoint
+from fashionrec.model.tokenizer import TextTokenizer
+from fashionrec.train import main as train_main
+from fashionrec.train.data import build_cache, load_training_data
+from fashionrec.train.params import TrainConfig
+from fashionrec.train.trainer import Trainer
+
+TRAIN_TRIPLETS = 36  # even: no DistributedSampler padding; 18 per rank = batches of 4, 4, 4, 4, 2
+BATCH = 4
+
+
+# ---- the torchrun entry point: the real CLI with test-only changes -------------------------------------
+def _pinned_model(options: dict[str, Any]) -> Callable[..., FashionVLP]:
+    path = options.get(f"model_rank{os.environ.get('RANK', '0')}", options["model"])
+    saved = json.loads(Path(path).read_text())
+
+    def create(*_args: Any, **_kw: Any) -> FashionVLP:
+        config = ModelConfig.from_dict(saved["config"])
+        return FashionVLP(config, TextTokenizer.from_json(saved["tokenizer"], config.max_text_len))
+
+    return create
+
+
+def _instrumented_step(options: dict[str, Any]) -> Callable[[Trainer, list], list[float]]:
+    original = Trainer.step
+
+    def step(self: Trainer, group: list) -> list[float]:
+        if self.rank == options.get("fault_rank") and self.progress.global_step + 1 == options["fault_step"]:
+            if options["fault"] == "hang":
+                # Stuck for good: torchrun's SIGTERM, once rank 0 has failed, ends it at once (a rank stuck in
+                # native code would be killed 30 s later instead; that reaping is torchrun's, not ours).
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                time.sleep(3600)
+            raise RuntimeError(f"injected failure on rank {self.rank} at step {options['fault_step']}")
+        losses = original(self, group)
+        if self.rank == 0 and options.get("losses"):
+            with open(options["losses"], "a", encoding="utf-8") as f:
+                f.write(json.dumps(losses) + "\n")
+        return losses
+
+    return step
+
+
+@contextlib.contextmanager
+def harness(options: dict[str, Any]) -> Iterator[None]:
+    """`model`: build this config and tokenizer (a JSON file) instead of a new model, or `model_rank<r>` on
+    rank r; `losses`: rank 0 appends each step's losses (the mean over ranks) as a JSON line; `fault`
+    ("crash" | "hang") on `fault_rank` at `fault_step`."""
+    with contextlib.ExitStack() as stack:
+        if options.get("model"):
+            pinned = _pinned_model(options)
+            stack.enter_context(mock.patch.object(train_main, "create_model", pinned))
+        stack.enter_context(mock.patch.object(Trainer, "step", _instrumented_step(options)))
+        yield
+
+
+# ---- fixtures ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Dress only: 36 training triplets, and a validation gallery of 23 (odd: sharding pads it)."""
+    root = make_demo_data(tmp_path_factory.mktemp("ddp_demo"), images=276, seed=0, image_size=64)
+    captions = root / "captions" / "cap.dress.train.json"
+    captions.write_text(json.dumps(json.loads(captions.read_text())[:TRAIN_TRIPLETS]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cli_args(data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return [
+        "--path-file", str(data), "--path-folder", str(data / "images"), "--categories", "dress",
+        "--preset", "tiny", "--no-pretrained", "--gradient-accumulation", "2", "--num-workers", "0",
+        "--device", "cpu", "--seed", "5", "--cache-dir", str(tmp_path_factory.mktemp("ddp_cache")),
+    ]
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """torchrun with 2 CPU ranks on a free local port; stdout and stderr together."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def torchrun(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    with spawn(*args, env=env) as proc:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out)
+
+
+def run_harness(options: dict[str, Any], args: list[str], **kw: Any) -> subprocess.CompletedProcess:
+    return torchrun(__file__, json.dumps(options), *args, **kw)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def models(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Model files for the harness, all with one tokenizer (two `train` runs would train two different
+    WordPiece vocabularies): "tiny" as the preset, "no_dropout", and "other_vocab" (no dropout, a smaller
+    vocabulary) for rank 1, which must be replaced by rank 0's model."""
+    cfg = TrainConfig(path_file=str(data), path_folder=str(data / "images"), categories=("dress",))
+    texts = load_training_data(cfg, lambda *_: None).train_texts()
+    model = create_model("tiny", texts, pretrained=False)
+    other = TextTokenizer.train_wordpiece(texts, model.tokenizer.vocab_size - 20, model.config.max_text_len)
+    assert other.vocab_size != model.tokenizer.vocab_size
+    folder = tmp_path_factory.mktemp("models")
+    variants = {
+        "tiny": (model.config.to_dict(), model.tokenizer),
+        "no_dropout": ({**model.config.to_dict(), "dropout": 0.0}, model.tokenizer),
+        "other_vocab": (
+            {**model.config.to_dict(), "dropout": 0.0, "text": {**model.config.text, "vocab_size": other.vocab_size}},
+            other,
+        ),
+    }
+    for name, (config, tokenizer) in variants.items():
+        (folder / f"{name}.json").write_text(json.dumps({"config": config, "tokenizer": tokenizer.to_json()}))
+    return {name: str(folder / f"{name}.json") for name in variants}
+
+
+@pytest.fixture(scope="module")
+def ddp_pinned(cli_args, models, tmp_path_factory) -> Path:
+    """2 ranks x batch 4, global negatives, 2 epochs; per-step losses in losses.jsonl. Rank 1 builds a
+    model with another vocabulary, as a WordPiece vocabulary trained on each rank may differ."""
+    out = tmp_path_factory.mktemp("ddp_pinned")
+    options = {"model": models["no_dropout"], "model_rank1": models["other_vocab"], "losses": str(out / "losses.jsonl")}
+    ok(run_harness(options, ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2", "--global-negatives",
+                             "--output-dir", str(out)]))
+    return out
+
+
+def reference_args(cli_args: list[str], out: Path) -> list[str]:
+    return ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2", "--global-negatives",
+            "--save-every-steps", "1", "--output-dir", str(out)]
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(cli_args, models, tmp_path_factory) -> Path:
+    """The uninterrupted run (the tiny preset, dropout on), a checkpoint after every step."""
+    out = tmp_path_factory.mktemp("ddp_reference")
+    ok(run_harness({"model": models["tiny"]}, reference_args(cli_args, out)))
+    return out
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """In-process runs use one intra-op thread, as each torchrun worker does (OMP_NUM_THREADS=1): on a busy
+    two-core machine more threads oversubscribe the cores and a run takes ten times longer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def read_losses(path: Path) -> list[float]:
+    return [x for line in path.read_text().splitlines() for x in json.loads(line)]
+
+
+# ---- tests ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("count", [0, 1, 5, 23, 24])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_validation_shards_cover_every_item_once_in_order(count: int, world: int):
+    items = list(range(count))
+    settings = [EvalSettings(device=torch.device("cpu"), rank=r, world_size=world) for r in range(world)]
+    shards = [shard(items, s) for s in settings]
+    assert [x for s in shards for x in s] == items
+    assert all(len(s) <= -(-count // world) for s in shards)  # what gather_shards pads every shard to
+
+
+def test_ddp_with_global_negatives_follows_the_single_process_loss_trajectory(
+    ddp_pinned, cli_args, models, tmp_path, one_thread
+):
+    losses = tmp_path / "losses.jsonl"
+    with harness({"model": models["no_dropout"], "losses": str(losses)}):
+        code = main(["train", *cli_args, "--batch", str(2 * BATCH), "--epochs", "2",
+                     "--output-dir", str(tmp_path)])
+    assert code == 0
+    single, ddp = read_losses(losses), read_losses(ddp_pinned / "losses.jsonl")
+    assert len(single) == len(ddp) == 2 * 5  # 5 micro-batches per epoch, 3 optimizer steps
+    assert single == pytest.approx(ddp, rel=1e-5, abs=1e-6)
+    assert single[-1] != pytest.approx(single[0], abs=1e-3)  # it trained: the trajectory is not flat
+    a, b = load(final_checkpoint(tmp_path)), load(final_checkpoint(ddp_pinned))
+    assert a["train_losses"] == pytest.approx(b["train_losses"], rel=1e-5)
+    assert (a["world_size"], b["world_size"]) == (1, 2)
+
+
+def test_sharded_validation_equals_single_process_metric_of_the_same_checkpoint(ddp_pinned, one_thread):
+    events = [json.loads(line) for line in (ddp_pinned / "training_log.jsonl").read_text().splitlines()]
+    sharded = [e["metrics"] for e in events if e["event"] == "epoch"]
+    assert len(sharded) == 2
+    cfg = load(final_checkpoint(ddp_pinned))["train_config"]
+    data = load_training_data(TrainConfig.from_dict(cfg), lambda *_: None)
+    assert len(data.val_splits["dress"].gallery) % 2 == 1  # the second rank's shard is padded
+    settings = EvalSettings(device=torch.device("cpu"), batch_size=BATCH, seed=cfg["seed"])
+    for epoch, metrics in enumerate(sharded, start=1):
+        path = next(ddp_pinned.glob(f"optimized_model_epoch_{epoch}_recall_*.pt"))
+        model = model_from_checkpoint(load(path), str(path))
+        cache = build_cache(TrainConfig.from_dict(cfg), data, model.config.image_size)
+        single = evaluate(model, data.val_splits, cache, settings)
+        assert single.keys() == metrics.keys()
+        for name, values in single.items():
+            assert values == pytest.approx(metrics[name], abs=1e-9), (epoch, name)
+
+
+def test_ddp_checkpoint_holds_every_ranks_rng_state_and_sampler_position(ddp_reference):
+    ckpt = load(ddp_reference / "optimized_model_epoch_1_step_1.pt")
+    states = ckpt["rng_state_per_rank"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+    assert torch.equal(ckpt["rng_state"]["torch"], states[0]["torch"])
+    assert ckpt["world_size"] == ckpt["data_order"]["world_size"] == 2
+    assert (ckpt["epoch"], ckpt["samples_in_epoch"], ckpt["data_order"]["samples_in_epoch"]) == (0, 8, 8)
+
+
+def test_ddp_run_resumed_mid_epoch_is_bit_identical_to_the_uninterrupted_run(
+    ddp_reference, cli_args, tmp_path
+):
+    start = ddp_reference / "optimized_model_epoch_1_step_1.pt"
+    proc = ok(torchrun("-m", "fashionrec", "resume", "--checkpoint", str(start), *cli_args,
+                       "--output-dir", str(tmp_path)))
+    assert "8 samples into epoch 1" in proc.stdout and "warning" not in proc.stdout
+    assert_same_training(final_checkpoint(ddp_reference), final_checkpoint(tmp_path))
+
+
+def test_sigterm_stops_every_rank_after_one_step_and_resume_is_bit_identical(
+    ddp_reference, cli_args, models, tmp_path
+):
+    """torchrun passes SIGTERM on to every rank; they agree on the step to stop after, rank 0 saves it."""
+    proc = spawn(__file__, json.dumps({"model": models["tiny"]}), *reference_args(cli_args, tmp_path))
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "optimized_model_epoch_1_step_1.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint after the first step"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert "received signal 15" in out and "stopped in epoch" in out, out[-3000:]
+    assert not list(tmp_path.glob("final_*.pt"))
+    ok(torchrun("-m", "fashionrec", "resume", "--checkpoint", str(tmp_path), *cli_args))
+    assert_same_training(final_checkpoint(ddp_reference), final_checkpoint(tmp_path))
+
+
+def test_resume_on_another_world_size_warns_that_data_order_changes(
+    ddp_reference, cli_args, tmp_path, capsys, one_thread
+):
+    start = ddp_reference / "optimized_model_epoch_1_step_2.pt"
+    code = main(["resume", "--checkpoint", str(start), *cli_args, "--output-dir", str(tmp_path),
+                 "--stop-after-epochs", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "checkpoint was written by 2 ranks, resuming on 1" in out and "data order" in out
+    assert "32 samples into epoch 1" in out  # 16 per rank x 2 ranks, now on one
+    resumed = load(next(tmp_path.glob("resumed_model_epoch_1_recall_*.pt")))
+    assert (resumed["epoch"], resumed["world_size"]) == (1, 1)
+
+
+def test_a_crashing_rank_ends_the_whole_job_with_its_error(cli_args, tmp_path):
+    options = {"fault": "crash", "fault_rank": 1, "fault_step": 2}
+    start = time.monotonic()
+    proc = run_harness(options, ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2",
+                                 "--output-dir", str(tmp_path)], timeout=180)
+    assert proc.returncode != 0
+    assert "[rank1]: RuntimeError: injected failure on rank 1 at step 2" in proc.stdout
+    assert "FAILED" in proc.stdout  # torchrun's summary of the failed ranks
+    assert time.monotonic() - start < 150
+
+
+def test_a_hung_rank_makes_the_others_time_out_instead_of_waiting_forever(cli_args, tmp_path):
+    options = {"fault": "hang", "fault_rank": 1, "fault_step": 2}
+    args = ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2", "--output-dir", str(tmp_path)]
+    start = time.monotonic()
+    proc = run_harness(options, args, env={"FASHIONREC_DIST_TIMEOUT_S": "5"}, timeout=180)
+    assert proc.returncode != 0
+    assert "Timed out" in proc.stdout or "timed out" in proc.stdout, proc.stdout[-3000:]
+    assert time.monotonic() - start < 150
+
+
+if __name__ == "__main__":
+    with harness(json.loads(sys.argv[1])):
+        raise SystemExit(main(sys.argv[2:]))
