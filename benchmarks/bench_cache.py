@@ -3,7 +3,8 @@ and preprocessing the image files on every access, on the same demo images and s
 
     venv/bin/python benchmarks/bench_cache.py [--images 2000] [--source-size 256] [--format png|jpg]
 
-Prints the median of a few full passes for each, and their ratio. Data and cache go under --workdir.
+Prints the median of a few full passes for each, and their ratio. Data and cache go under --workdir
+(outside the repository by default, in the temp folder).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,7 +62,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers to try")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path(".bench"))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fashionrec-bench-cache")
     args = parser.parse_args()
     # One thread, as DataLoader workers use: with workers=0 the collate's OpenMP threads would otherwise
     # spin against the loading on a busy machine and measure contention, not loading.
@@ -85,15 +87,18 @@ def main() -> None:
     }
     print(
         f"{len(ids)} {args.format} images of {args.source_size}px -> {args.image_size}px, crop {args.crop}, "
-        f"batch {args.batch_size}, median of {args.repeats} passes, {os.cpu_count()} CPUs"
+        f"batch {args.batch_size}, median of {args.repeats} passes, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     for workers in args.workers:
-        medians = {}
-        for name, dataset in contenders.items():
-            runs = [samples_per_second(dataset, args.batch_size, workers) for _ in range(args.repeats)]
-            medians[name] = statistics.median(runs)
-            shown = ", ".join(f"{r:.0f}" for r in runs)
-            print(f"  workers {workers}  {name:<12} {medians[name]:7.0f} samples/s  (passes: {shown})")
+        runs: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(args.repeats):  # alternate, so load from other processes hits both alike
+            for name, dataset in contenders.items():
+                runs[name].append(samples_per_second(dataset, args.batch_size, workers))
+        medians = {name: statistics.median(r) for name, r in runs.items()}
+        for name, median in medians.items():
+            shown = ", ".join(f"{r:.0f}" for r in runs[name])
+            print(f"  workers {workers}  {name:<12} {median:7.0f} samples/s  (passes: {shown})")
         print(f"  workers {workers}  cache is {medians['cache'] / medians['decode files']:.1f}x faster")
 
 
