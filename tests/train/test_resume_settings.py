@@ -148,3 +148,17 @@ def test_truncated_checkpoint_is_a_clear_error(start, train_args):
     start.write_bytes(start.read_bytes()[:1000])
     out = run_cli("resume", "--checkpoint", str(start), *train_args, check=False)
     assert out.returncode == 2 and "truncated or corrupt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_checkpoints_keep_the_original_keys_and_evaluate_reports_json(two_epochs, small_data, cache_dir):
+    ckpt = load(two_epochs)
+    assert set(ORIGINAL_KEYS) <= set(ckpt)
+    assert ckpt["epoch"] == 2 and len(ckpt["train_losses"]) == 2 and len(ckpt["val_recalls"]) == 2
+    out = run_cli("evaluate", "--checkpoint", str(two_epochs), "--path-file", str(small_data),
+                  "--path-folder", str(small_data / "images"), "--categories", "dress", "--cache-dir", str(cache_dir),
+                  "--num-workers", "0", "--json")
+    metrics = json.loads(out.stdout)
+    assert set(metrics) == {"dress", "average"}
+    for value in (*metrics["dress"].values(), *metrics["average"].values()):
+        assert 0.0 <= value <= 1.0
+    assert metrics["average"]["recall_at_10"] == pytest.approx(ckpt["recall_at_10"])  # training tracks this metric

@@ -1,19 +1,21 @@
-"""FashionVLP model library: no training code imported here."""
+"""FashionVLP model library: no training code imported here.
 
-from fashionrec.model.config import NUM_LANDMARKS, ModelConfig, preset_config
-from fashionrec.model.fashionvlp import FashionVLP
-from fashionrec.model.hub import from_pretrained, load_model, save_pretrained
-from fashionrec.model.pretrained import create_model
-from fashionrec.model.tokenizer import TextTokenizer
+Names load on first use, so that light users (the CLI's argument parsing, the data layer) do not pay for
+importing transformers."""
 
-__all__ = [
-    "NUM_LANDMARKS",
-    "FashionVLP",
-    "ModelConfig",
-    "TextTokenizer",
-    "create_model",
-    "from_pretrained",
-    "load_model",
-    "preset_config",
-    "save_pretrained",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "NUM_LANDMARKS": "config", "ModelConfig": "config", "preset_config": "config",
+    "FashionVLP": "fashionvlp", "TextTokenizer": "tokenizer", "create_model": "pretrained",
+    "from_pretrained": "hub", "load_model": "hub", "save_pretrained": "hub",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fashionrec.model' has no attribute {name!r}")
+    return getattr(import_module(f"fashionrec.model.{_EXPORTS[name]}"), name)
