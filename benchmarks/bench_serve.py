@@ -2,7 +2,7 @@
 
     venv/bin/python benchmarks/bench_serve.py [--requests 200] [--concurrency 1 8]
 
-Builds demo data, a random-init tiny checkpoint and its index under .bench/serve/, starts the real
+Builds demo data, a random-init tiny checkpoint and its index in a temp folder, starts the real
 `fashionrec serve` in a subprocess on a free loopback port, and sends multipart queries from client
 threads. Prints p50/p99 latency and requests/s per concurrency; writes .bench/serve.json.
 """
@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,9 +51,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(checkpoint: Path, index: Path, port: int) -> subprocess.Popen:
+def start_server(checkpoint: Path, index: Path, port: int, threads: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(checkpoint),
-               "--index", str(index), "--port", str(port), "--device", "cpu"]
+               "--index", str(index), "--port", str(port), "--device", "cpu", "--threads", str(threads)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -102,7 +103,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--images", type=int, default=600, help="demo catalog size")
     parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--work", type=Path, default=Path(".bench/serve"))
+    parser.add_argument("--threads", type=int, default=1, help="the server's --threads (default: 1)")
+    # Outside the repository, where a cleanup of .bench/ cannot pull the catalog from under the server.
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fashionrec-bench-serve")
     parser.add_argument("--out", type=Path, default=Path(".bench/serve.json"))
     args = parser.parse_args()
 
@@ -111,7 +114,7 @@ def main() -> None:
     queries = [(references[i % len(references)].read_bytes(), TEXTS[i % len(TEXTS)])
                for i in range(args.requests)]
     port = free_port()
-    server = start_server(checkpoint, index, port)
+    server = start_server(checkpoint, index, port, args.threads)
     try:
         url = f"http://127.0.0.1:{port}"
         load(url, queries[:20], 2, args.k)  # warm-up
@@ -119,13 +122,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"\n/recommend, tiny preset on CPU ({os.cpu_count()} CPUs), {args.images}-item catalog, k={args.k}")
+    print(f"\n/recommend, tiny preset on CPU ({os.cpu_count()} CPUs, server --threads {args.threads}), "
+          f"{args.images}-item catalog, k={args.k}")
     print(f"{'concurrency':>11} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
     for r in rows:
         print(f"{r['concurrency']:>11} {r['requests']:>9} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
               f"{r['requests_per_s']:>7.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"cpus": os.cpu_count(), "catalog": args.images, "k": args.k, "rows": rows}
+    result = {"cpus": os.cpu_count(), "threads": args.threads, "catalog": args.images, "k": args.k,
+              "rows": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 

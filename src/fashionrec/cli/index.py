@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--approx-threshold", type=int, metavar="N",
                    help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)")
     p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default: 64)")
+    p.add_argument("--batch-size", type=_positive, default=64, help="images per model call (default: 64)")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"),
                    help="preprocessing cache, shared with training (default: cache)")
     p.add_argument("--crop", help="override the checkpoint's crop backend (none, foreground, yolo)")
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_and_index(p)
     p.add_argument("--image", required=True, type=Path, help="reference image")
     p.add_argument("--text", required=True, help='the change, e.g. "is red with long sleeves"')
-    p.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
+    p.add_argument("-k", type=int, default=10, help="number of results, 1 to 100 (default: 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_recommend)
 
@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_and_index(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="CPU threads for the model and each search (default: 1; concurrency comes from "
+                        "batching requests, more threads help a large model on a dedicated CPU)")
     p.set_defaults(func=run_serve)
 
 
@@ -47,6 +50,13 @@ def _add_model_and_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint the index was built with")
     p.add_argument("--index", required=True, type=Path, help="index folder from `fashionrec index`")
     _add_device(p)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -81,5 +91,5 @@ def run_recommend(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from fashionrec.serve.server import serve
 
-    serve(args.checkpoint, args.index, args.host, args.port, args.device)
+    serve(args.checkpoint, args.index, args.host, args.port, args.device, args.threads)
     return 0
