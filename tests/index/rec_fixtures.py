@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,17 +26,12 @@ class FakeEncoder:
     fingerprint = "fake-encoder"
     preprocess = {"key": "fake", "config": {}}
 
-    def __init__(self) -> None:
-        self.encoded: list[str] = []  # ids passed to encode_catalog, in order
-        self.batches: list[int] = []  # sizes of encode_queries batches
-
     @staticmethod
     def _vector(image: Image.Image) -> np.ndarray:
         mean = np.asarray(image.convert("RGB"), dtype=np.float32).mean(axis=(0, 1)) / 255
         return unit(np.concatenate([mean, [0.2]]))
 
     def encode_catalog(self, paths: Mapping[str, Path], batch_size: int) -> np.ndarray:
-        self.encoded += list(paths)
         vectors = [self._vector(Image.open(p)) for p in paths.values()]
         return np.stack(vectors) if vectors else np.empty((0, 4), np.float32)
 
@@ -45,7 +39,6 @@ class FakeEncoder:
         return self._vector(image)
 
     def encode_queries(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        self.batches.append(len(prepared))
         return np.stack(prepared)
 
 
@@ -78,8 +71,3 @@ def demo_images(out: Path, count: int = 48) -> Path:
     from fashionrec.data.demo import make_demo_data
 
     return make_demo_data(out, images=count, image_size=64) / "images"
-
-
-def copy_tree(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target

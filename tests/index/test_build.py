@@ -161,3 +161,12 @@ def test_cli_bad_settings_are_one_line_errors(argv: list[str], message: str, bui
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_an_unreadable_catalog_image_is_named_in_a_user_error(built, tiny_ckpt: Path, tmp_path: Path) -> None:
+    root, images, _ = built
+    catalog = shutil.copytree(images, tmp_path / "images")
+    (catalog / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(UserError, match="broken.png"):
+        build_index(tiny_ckpt, catalog, tmp_path / "index", cache_dir=root / "cache", device="cpu")
+    assert not (tmp_path / "index" / "manifest.json").exists()

@@ -14,9 +14,9 @@ class Encoder(Protocol):
     fingerprint: str  # identifies the weights: an index refuses queries from any other model
     preprocess: dict[str, Any]  # {"key": ..., "config": {...}}, recorded in the index
 
-    def encode_catalog(self, paths: Mapping[str, Path], batch_size: int) -> tuple[list[str], np.ndarray]:
-        """Target-block vectors [N, d] (L2-normalised) of the images that could be read, and their ids.
-        Unreadable files are left out with a warning, so one bad file does not sink a big catalog."""
+    def encode_catalog(self, paths: Mapping[str, Path], batch_size: int) -> np.ndarray:
+        """Target-block vectors [N, d] (L2-normalised), in the order of `paths`. An unreadable file is a
+        UserError naming it; the preprocessing cache keeps what was done, so the rerun resumes."""
 
     def prepare_query(self, image: Image.Image, text: str) -> Any:
         """Per-request work (preprocessing, tokenising); thread-safe, runs outside the model lock."""

@@ -51,11 +51,13 @@ def fingerprint(model: FashionVLP) -> str:
 
 
 class ModelEncoder:
-    def __init__(self, model: FashionVLP, preprocess: PreprocessConfig, checkpoint: Path,
-                 cache_dir: Path | None = None, device: str = "auto") -> None:
+    """A loaded FashionVLP as an `Encoder`: catalog images through the training cache, queries through the
+    same `Preprocessor` one at a time."""
+
+    def __init__(self, model: FashionVLP, preprocess: PreprocessConfig, cache_dir: Path | None = None,
+                 device: str = "auto") -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device)
-        self.checkpoint = Path(checkpoint)
         self.config = preprocess
         self.cache_dir = cache_dir
         self.fingerprint = fingerprint(model)
@@ -73,14 +75,14 @@ class ModelEncoder:
         model, trained = load_checkpoint(checkpoint)
         settings = {**trained, **{k: v for k, v in overrides.items() if v is not None}}
         config = PreprocessConfig(image_size=model.config.image_size, **settings)
-        return cls(model, config, checkpoint, cache_dir, device)
+        return cls(model, config, cache_dir, device)
 
     @classmethod
     def for_catalog(cls, checkpoint: Path, preprocess: Mapping[str, Any],
                     device: str = "auto") -> ModelEncoder:
         """For querying: exactly the preprocessing the catalog was encoded with."""
         model, _ = load_checkpoint(checkpoint)
-        return cls(model, PreprocessConfig(**preprocess), checkpoint, device=device)
+        return cls(model, PreprocessConfig(**preprocess), device=device)
 
     def encode_catalog(self, paths: Mapping[str, Path], batch_size: int = 64) -> np.ndarray:
         if self.cache_dir is None:
