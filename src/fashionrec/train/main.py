@@ -235,7 +235,7 @@ def run_resume(args: argparse.Namespace) -> Path | None:
             f"-> {spec['end_lr']:.3g} over the remaining {left} steps"
         )
     for key in ("batch", "gradient_accumulation"):
-        if key in changed:
+        if saved is not None and key in changed:
             say(
                 f"warning: --{key.replace('_', '-')} differs from the checkpoint's ({saved[key]} -> "
                 f"{getattr(cfg, key)}); the schedule is re-sized to the remaining steps"

@@ -55,7 +55,13 @@ class Progress:
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> Progress:
         names = cls.__dataclass_fields__
-        return cls(**{k: ckpt[k] for k in names if k in ckpt})
+        progress = cls(**{k: ckpt[k] for k in names if k in ckpt})
+        # Original-format checkpoints keep R@10 only: R@50 of those epochs is unknown, the best is their max.
+        missing = len(progress.val_recalls) - len(progress.val_recalls_at_50)
+        progress.val_recalls_at_50 = [math.nan] * max(missing, 0) + list(progress.val_recalls_at_50)
+        if "best_recall" not in ckpt and progress.val_recalls:
+            progress.best_recall = max(progress.val_recalls)
+        return progress
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
