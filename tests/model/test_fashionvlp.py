@@ -165,3 +165,15 @@ def test_a_bert_family_directory_is_a_text_model():
 
     ref = BertModel.from_pretrained(MINILM, add_pooling_layer=False)
     assert torch.equal(model.reference.bert.embeddings.word_embeddings.weight, ref.embeddings.word_embeddings.weight)
+
+
+def test_wordpiece_vocabulary_is_deterministic():
+    """Reruns must rebuild the same token ids: the vocabulary does not depend on hash order or threads."""
+    texts = [f"is {c} with {s} sleeves and {p}" for c in ("red", "blue", "teal") for s in ("long", "short")
+             for p in ("dots", "stripes")]
+    jsons = {create_model("tiny", texts, pretrained=False).tokenizer.to_json() for _ in range(5)}
+    assert len(jsons) == 1
+    tok = create_model("tiny", texts, pretrained=False).tokenizer
+    ids, mask = tok.encode("is Reddish")
+    assert ids[0] == tok.tokenizer.token_to_id("[CLS]") and tok.tokenizer.token_to_id("[UNK]") not in ids
+    assert len(ids) == tok.max_length and sum(mask) < tok.max_length

@@ -4,11 +4,12 @@ text models bring their own vocabulary."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from fashionrec.errors import UserError
 
@@ -59,11 +60,21 @@ class TextTokenizer:
 
     @classmethod
     def train_wordpiece(cls, texts: Iterable[str], vocab_size: int, max_length: int) -> TextTokenizer:
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-        tok.train_from_iterator(texts, trainer=trainer)
+        """A WordPiece vocabulary built deterministically (the same captions always give the same ids, which
+        a bit-exact rerun needs; the `tokenizers` trainer breaks ties differently from run to run): the special
+        tokens, every character seen (alone and as a ##continuation), then whole words by frequency, ties
+        in alphabetical order, up to `vocab_size`."""
+        normalizer = normalizers.BertNormalizer(lowercase=True)
+        splitter = pre_tokenizers.BertPreTokenizer()
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+        chars = sorted({c for word in counts for c in word})
+        vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+        known = set(vocab)
+        words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
+        vocab += words[: max(vocab_size - len(vocab), 0)]
+        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
         return cls(_bert_pipeline(tok), max_length)
 
     @classmethod
