@@ -5,8 +5,8 @@ What is compared to what:
   same samples in every optimizer step (DistributedSampler gives rank r the items perm[r::2], so step k's
   union over ranks is the single process's batch perm[8k:8k+8], in another order), contrast each query with
   the same targets, and step with the same gradient: their per-step losses agree to float tolerance. That
-  needs dropout 0 and one tokenizer for both runs (WordPiece training differs from process to process), so
-  this file doubles as a torchrun entry point that runs the real CLI with a pinned model (see `harness`).
+  needs dropout 0, so this file doubles as a torchrun entry point that runs the real CLI with a model of
+  the test's choosing (see `harness`).
 - Sharded validation gives the single-process metric of the same checkpoint.
 - A DDP run resumed from a mid-epoch checkpoint, or stopped with SIGTERM and resumed, ends bit-identical to
   the uninterrupted DDP run (dropout on: each rank's RNG state travels in the checkpoint).
@@ -153,9 +153,8 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def models(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Model files for the harness, all with one tokenizer (two `train` runs would train two different
-    WordPiece vocabularies): "tiny" as the preset, "no_dropout", and "other_vocab" (no dropout, a smaller
-    vocabulary) for rank 1, which must be replaced by rank 0's model."""
+    """Model files for the harness: the tiny preset with dropout 0 ("no_dropout"), and the same with a
+    smaller vocabulary ("other_vocab") for rank 1, which must be replaced by rank 0's model."""
     cfg = TrainConfig(path_file=str(data), path_folder=str(data / "images"), categories=("dress",))
     texts = load_training_data(cfg, lambda *_: None).train_texts()
     model = create_model("tiny", texts, pretrained=False)
@@ -163,7 +162,6 @@ def models(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
     assert other.vocab_size != model.tokenizer.vocab_size
     folder = tmp_path_factory.mktemp("models")
     variants = {
-        "tiny": (model.config.to_dict(), model.tokenizer),
         "no_dropout": ({**model.config.to_dict(), "dropout": 0.0}, model.tokenizer),
         "other_vocab": (
             {**model.config.to_dict(), "dropout": 0.0, "text": {**model.config.text, "vocab_size": other.vocab_size}},
@@ -178,7 +176,7 @@ def models(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
 @pytest.fixture(scope="module")
 def ddp_pinned(cli_args, models, tmp_path_factory) -> Path:
     """2 ranks x batch 4, global negatives, 2 epochs; per-step losses in losses.jsonl. Rank 1 builds a
-    model with another vocabulary, as a WordPiece vocabulary trained on each rank may differ."""
+    model with another vocabulary."""
     out = tmp_path_factory.mktemp("ddp_pinned")
     options = {"model": models["no_dropout"], "model_rank1": models["other_vocab"], "losses": str(out / "losses.jsonl")}
     ok(run_harness(options, ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2", "--global-negatives",
@@ -192,10 +190,10 @@ def reference_args(cli_args: list[str], out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ddp_reference(cli_args, models, tmp_path_factory) -> Path:
-    """The uninterrupted run (the tiny preset, dropout on), a checkpoint after every step."""
+def ddp_reference(cli_args, tmp_path_factory) -> Path:
+    """The uninterrupted run of the unchanged CLI (dropout on), a checkpoint after every step."""
     out = tmp_path_factory.mktemp("ddp_reference")
-    ok(run_harness({"model": models["tiny"]}, reference_args(cli_args, out)))
+    ok(torchrun("-m", "fashionrec", *reference_args(cli_args, out)))
     return out
 
 
@@ -278,10 +276,10 @@ def test_ddp_run_resumed_mid_epoch_is_bit_identical_to_the_uninterrupted_run(
 
 
 def test_sigterm_stops_every_rank_after_one_step_and_resume_is_bit_identical(
-    ddp_reference, cli_args, models, tmp_path
+    ddp_reference, cli_args, tmp_path
 ):
     """torchrun passes SIGTERM on to every rank; they agree on the step to stop after, rank 0 saves it."""
-    with spawn(__file__, json.dumps({"model": models["tiny"]}), *reference_args(cli_args, tmp_path)) as proc:
+    with spawn("-m", "fashionrec", *reference_args(cli_args, tmp_path)) as proc:
         first_step, deadline = tmp_path / "optimized_model_epoch_1_step_1.pt", time.monotonic() + 180
         while not first_step.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)

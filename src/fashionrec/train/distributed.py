@@ -127,9 +127,9 @@ class DistContext:
             torch.manual_seed(seed + 1_000_003 * (self.rank + 1))
 
     def model_from_rank0(self, model: FashionVLP) -> FashionVLP:
-        """Every rank takes rank 0's config and tokenizer. A WordPiece vocabulary trained on each rank can
-        differ (the trainer is not deterministic across processes), and rank r would then feed token ids
-        that mean other words to rank 0's embeddings. The weights follow when DDP wraps the model."""
+        """Every rank takes rank 0's config and tokenizer, so a vocabulary built on each rank can never
+        differ from rank 0's (other captions or library versions on another node): rank r would then feed
+        token ids that mean other words to rank 0's embeddings. The weights follow when DDP wraps it."""
         if not self.enabled:
             return model
         payload = [model.config.to_dict(), model.tokenizer.to_json()]
