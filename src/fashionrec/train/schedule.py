@@ -24,7 +24,11 @@ FINAL_DIV_FACTOR = 1e4
 
 
 def onecycle_spec(max_lr: float, total_steps: int) -> dict[str, Any]:
-    return {"kind": "onecycle", "max_lr": max_lr, "total_steps": max(int(total_steps), 1), "start_step": 0}
+    """OneCycleLR needs at least two warm-up steps and one annealing step (else it divides by zero), so
+    very short runs get a slightly longer warm-up share."""
+    total = max(int(total_steps), 3)
+    return {"kind": "onecycle", "max_lr": max_lr, "total_steps": total, "pct_start": max(PCT_START, 2 / total),
+            "start_step": 0}
 
 
 def continuation_spec(
@@ -57,7 +61,7 @@ def build_scheduler(optimizer: Optimizer, spec: dict[str, Any]) -> LRScheduler:
             optimizer,
             max_lr=spec["max_lr"],
             total_steps=spec["total_steps"],
-            pct_start=PCT_START,
+            pct_start=spec.get("pct_start", PCT_START),
             anneal_strategy="cos",
             div_factor=DIV_FACTOR,
             final_div_factor=FINAL_DIV_FACTOR,
@@ -77,7 +81,7 @@ def schedule_end_step(spec: dict[str, Any]) -> int:
 
 def warmup_end_step(spec: dict[str, Any]) -> int:
     if spec["kind"] == "onecycle":
-        return spec["start_step"] + int(PCT_START * spec["total_steps"])
+        return spec["start_step"] + int(spec.get("pct_start", PCT_START) * spec["total_steps"])
     return spec["start_step"] + spec["warmup_steps"]
 
 
