@@ -12,8 +12,9 @@ from fashionrec.index.backends import new_backend, open_backend
 from fashionrec.index.faiss_backend import FaissBackend
 
 
-def brute_force(vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int,
-                exclude: set[str] = frozenset()) -> list[str]:
+def brute_force(
+    vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, exclude: set[str] = frozenset()
+) -> list[str]:
     order = np.argsort(-(vectors @ query), kind="stable")
     return [ids[r] for r in order if ids[r] not in exclude][:k]
 
@@ -106,8 +107,12 @@ def test_faiss_goes_approximate_above_threshold_and_measures_recall(tmp_path: Pa
     reopened = FaissBackend.open(tmp_path, entry, ids)
     queries = vectors[:50]
     found = reopened.search(queries, 10)
-    recall = np.mean([len({i for i, _ in hits} & set(brute_force(vectors, ids, q, 10))) / 10
-                      for q, hits in zip(queries, found, strict=True)])
+    recall = np.mean(
+        [
+            len({i for i, _ in hits} & set(brute_force(vectors, ids, q, 10))) / 10
+            for q, hits in zip(queries, found, strict=True)
+        ]
+    )
     assert recall >= 0.85
     assert FaissBackend(tmp_path, approx_threshold=10_000).sync(ids, vectors)["type"] == "flat"
 

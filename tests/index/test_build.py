@@ -92,8 +92,16 @@ def test_another_checkpoint_is_refused_for_queries_and_updates(built, tmp_path: 
 
 def test_qdrant_backend_ranks_like_faiss(built, tiny_ckpt: Path, tmp_path: Path) -> None:
     root, images, _ = built
-    build_index(tiny_ckpt, images, tmp_path / "q", backend="qdrant", url=str(tmp_path / "qdrant"),
-                collection="demo", cache_dir=root / "cache", device="cpu")
+    build_index(
+        tiny_ckpt,
+        images,
+        tmp_path / "q",
+        backend="qdrant",
+        url=str(tmp_path / "qdrant"),
+        collection="demo",
+        cache_dir=root / "cache",
+        device="cpu",
+    )
     reference = (images / "D000001.png").read_bytes()
     results = []
     for index in (root / "index", tmp_path / "q"):
@@ -104,35 +112,79 @@ def test_qdrant_backend_ranks_like_faiss(built, tiny_ckpt: Path, tmp_path: Path)
     np.testing.assert_allclose([m.score for m in results[0]], [m.score for m in results[1]], rtol=1e-4)
 
 
-def test_cli_index_and_recommend(built, tiny_ckpt: Path, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture) -> None:
+def test_cli_index_and_recommend(built, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root, images, _ = built
-    code = main(["index", "--checkpoint", str(tiny_ckpt), "--images", str(images), "--out",
-                 str(tmp_path / "i"), "--cache-dir", str(root / "cache"), "--device", "cpu",
-                 "--approx-threshold", "10"])
+    code = main(
+        [
+            "index",
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--images",
+            str(images),
+            "--out",
+            str(tmp_path / "i"),
+            "--cache-dir",
+            str(root / "cache"),
+            "--device",
+            "cpu",
+            "--approx-threshold",
+            "10",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "48 encoded" in out and "recall_at_10" in out  # IVF was tried and measured
-    code = main(["recommend", "--checkpoint", str(tiny_ckpt), "--index", str(tmp_path / "i"), "--image",
-                 str(images / "S000001.png"), "--text", "is black", "-k", "3", "--json", "--device", "cpu"])
+    code = main(
+        [
+            "recommend",
+            "--checkpoint",
+            str(tiny_ckpt),
+            "--index",
+            str(tmp_path / "i"),
+            "--image",
+            str(images / "S000001.png"),
+            "--text",
+            "is black",
+            "-k",
+            "3",
+            "--json",
+            "--device",
+            "cpu",
+        ]
+    )
     results = json.loads(capsys.readouterr().out)["results"]
     assert code == 0 and len(results) == 3 and "S000001" not in [r["id"] for r in results]
     assert all(Path(r["path"]).is_file() for r in results)
 
 
 @pytest.mark.parametrize("what", ["index", "checkpoint", "image"])
-def test_cli_missing_input_is_one_line_error(what: str, built, tiny_ckpt: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture) -> None:
+def test_cli_missing_input_is_one_line_error(
+    what: str, built, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root, images, _ = built
     paths = {"index": root / "index", "checkpoint": tiny_ckpt, "image": images / "S000001.png"}
     paths[what] = tmp_path / "missing"
-    code = main(["recommend", "--checkpoint", str(paths["checkpoint"]), "--index", str(paths["index"]),
-                 "--image", str(paths["image"]), "--text", "is red", "--device", "cpu"])
+    code = main(
+        [
+            "recommend",
+            "--checkpoint",
+            str(paths["checkpoint"]),
+            "--index",
+            str(paths["index"]),
+            "--image",
+            str(paths["image"]),
+            "--text",
+            "is red",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "missing" in err
 
 
-def test_training_checkpoint_brings_its_preprocessing_and_the_same_fingerprint(built, tiny_ckpt: Path,
-                                                                              tmp_path: Path) -> None:
+def test_training_checkpoint_brings_its_preprocessing_and_the_same_fingerprint(
+    built, tiny_ckpt: Path, tmp_path: Path
+) -> None:
     import torch
 
     from fashionrec.model import load_model
@@ -140,21 +192,32 @@ def test_training_checkpoint_brings_its_preprocessing_and_the_same_fingerprint(b
     root, images, _ = built
     model = load_model(tiny_ckpt)
     pt = tmp_path / "optimized_model.pt"
-    torch.save({"model_state_dict": model.state_dict(), "model_config": model.config.to_dict(),
-                "tokenizer": model.tokenizer.to_json(), "train_config": {"crop": "none", "epochs": 3}}, pt)
+    torch.save(
+        {
+            "model_state_dict": model.state_dict(),
+            "model_config": model.config.to_dict(),
+            "tokenizer": model.tokenizer.to_json(),
+            "train_config": {"crop": "none", "epochs": 3},
+        },
+        pt,
+    )
     build_index(pt, images, tmp_path / "index", cache_dir=root / "cache", device="cpu")
     assert load_manifest(tmp_path / "index").preprocess["config"]["crop"] == "none"
     # Same weights in another file format: the index built from the directory accepts it.
     Recommender.open(pt, root / "index", device="cpu").close()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["serve", "--index", "{missing}"], "no index at"),
-    (["index", "--images", "{images}", "--out", "{tmp}/out", "--backend", "qdrant"], "needs --url and"),
-    (["index", "--images", "{missing}", "--out", "{tmp}/out"], "does not exist"),
-])
-def test_cli_bad_settings_are_one_line_errors(argv: list[str], message: str, built, tiny_ckpt: Path,
-                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["serve", "--index", "{missing}"], "no index at"),
+        (["index", "--images", "{images}", "--out", "{tmp}/out", "--backend", "qdrant"], "needs --url and"),
+        (["index", "--images", "{missing}", "--out", "{tmp}/out"], "does not exist"),
+    ],
+)
+def test_cli_bad_settings_are_one_line_errors(
+    argv: list[str], message: str, built, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     _, images, _ = built
     values = {"missing": tmp_path / "missing", "images": images, "tmp": tmp_path}
     argv = [a.format(**values) for a in argv] + ["--checkpoint", str(tiny_ckpt), "--device", "cpu"]

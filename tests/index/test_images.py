@@ -22,8 +22,10 @@ def encoded(fmt: str, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> by
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims `width` x `height` pixels but carries almost no data: a decompression bomb's
     header, which must be refused before any pixel is decoded."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     return b"\x89PNG\r\n\x1a\n" + body
@@ -43,14 +45,17 @@ def test_applies_exif_orientation_like_training() -> None:
     assert decode_image(buffer.getvalue()).size == (30, 40)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"GIF89a" + b"\0" * 100, "not a JPEG, PNG or WebP"),
-    (b"hello, this is text", "not a JPEG, PNG or WebP"),
-    (encoded("GIF"), "not a JPEG, PNG or WebP"),
-    (encoded("PNG", (200, 200))[:-200], "truncated or corrupt"),
-    (encoded("JPEG", (200, 200))[:-300], "truncated or corrupt"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"GIF89a" + b"\0" * 100, "not a JPEG, PNG or WebP"),
+        (b"hello, this is text", "not a JPEG, PNG or WebP"),
+        (encoded("GIF"), "not a JPEG, PNG or WebP"),
+        (encoded("PNG", (200, 200))[:-200], "truncated or corrupt"),
+        (encoded("JPEG", (200, 200))[:-300], "truncated or corrupt"),
+    ],
+)
 def test_refuses_non_images_and_truncated_files(data: bytes, message: str) -> None:
     with pytest.raises(UserError, match=message):
         decode_image(data)

@@ -14,12 +14,24 @@ def touch(path: Path) -> None:
 
 
 def test_ids_are_relative_paths_without_extension(tmp_path: Path) -> None:
-    for name in ["b.JPG", "a.png", "dress/c.webp", "dress/deep/d.jpeg", "notes.txt", ".hidden/e.jpg",
-                 "dress/.f.png", "index/g.png"]:
+    for name in [
+        "b.JPG",
+        "a.png",
+        "dress/c.webp",
+        "dress/deep/d.jpeg",
+        "notes.txt",
+        ".hidden/e.jpg",
+        "dress/.f.png",
+        "index/g.png",
+    ]:
         touch(tmp_path / name)
     found = scan_images(tmp_path, skip=tmp_path / "index")
-    assert found == {"a": tmp_path / "a.png", "b": tmp_path / "b.JPG", "dress/c": tmp_path / "dress/c.webp",
-                     "dress/deep/d": tmp_path / "dress/deep/d.jpeg"}
+    assert found == {
+        "a": tmp_path / "a.png",
+        "b": tmp_path / "b.JPG",
+        "dress/c": tmp_path / "dress/c.webp",
+        "dress/deep/d": tmp_path / "dress/deep/d.jpeg",
+    }
 
 
 def test_two_files_with_one_id_are_refused(tmp_path: Path) -> None:

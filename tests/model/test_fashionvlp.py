@@ -169,8 +169,12 @@ def test_a_bert_family_directory_is_a_text_model():
 
 def test_wordpiece_vocabulary_is_deterministic():
     """Reruns must rebuild the same token ids: the vocabulary does not depend on hash order or threads."""
-    texts = [f"is {c} with {s} sleeves and {p}" for c in ("red", "blue", "teal") for s in ("long", "short")
-             for p in ("dots", "stripes")]
+    texts = [
+        f"is {c} with {s} sleeves and {p}"
+        for c in ("red", "blue", "teal")
+        for s in ("long", "short")
+        for p in ("dots", "stripes")
+    ]
     jsons = {create_model("tiny", texts, pretrained=False).tokenizer.to_json() for _ in range(5)}
     assert len(jsons) == 1
     tok = create_model("tiny", texts, pretrained=False).tokenizer

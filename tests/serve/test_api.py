@@ -53,8 +53,9 @@ def test_page_and_its_assets_are_served(client: TestClient) -> None:
     assert client.get("/static/app.js").status_code == 200
 
 
-def test_recommend_returns_k_ranked_results_with_fetchable_images(client: TestClient,
-                                                                  fake_recommender: Recommender) -> None:
+def test_recommend_returns_k_ranked_results_with_fetchable_images(
+    client: TestClient, fake_recommender: Recommender
+) -> None:
     response = post(client, png(colour=(250, 10, 10)), k="5")
     assert response.status_code == 200
     results = response.json()["results"]
@@ -65,8 +66,7 @@ def test_recommend_returns_k_ranked_results_with_fetchable_images(client: TestCl
     assert image.content == fake_recommender.image_path(results[0]["id"]).read_bytes()
 
 
-def test_a_catalog_image_is_not_recommended_to_itself(client: TestClient,
-                                                      fake_recommender: Recommender) -> None:
+def test_a_catalog_image_is_not_recommended_to_itself(client: TestClient, fake_recommender: Recommender) -> None:
     data = fake_recommender.image_path("c003").read_bytes()
     ids = [r["id"] for r in post(client, data, k="12").json()["results"]]
     assert "c003" not in ids and len(ids) == 11
@@ -75,22 +75,24 @@ def test_a_catalog_image_is_not_recommended_to_itself(client: TestClient,
 TRUNCATED = png((64, 64))[:-40]
 
 
-@pytest.mark.parametrize("kwargs, status, message", [
-    ({"image": b"not an image at all"}, 400, "not a JPEG, PNG or WebP"),
-    ({"image": TRUNCATED}, 400, "truncated or corrupt"),
-    ({"image": b""}, 400, "empty"),
-    ({"image": png((400, 400))}, 413, "400x400 pixels; the limit is 90000"),
-    ({"text": ""}, 400, "feedback text is empty"),
-    ({"text": "   "}, 400, "feedback text is empty"),
-    ({"text": "x" * 501}, 400, "501 characters; the limit is 500"),
-    ({"k": "0"}, 400, "k must be an integer from 1 to 100"),
-    ({"k": "101"}, 400, "k must be an integer from 1 to 100"),
-    ({"k": "-3"}, 400, "k must be an integer from 1 to 100"),
-    ({"k": "ten"}, 400, "k must be an integer, got 'ten'"),
-    ({"k": "9" * 5000}, 400, "k must be an integer"),
-])
-def test_bad_queries_are_4xx_json_with_a_clear_message(client: TestClient, kwargs, status: int,
-                                                       message: str) -> None:
+@pytest.mark.parametrize(
+    "kwargs, status, message",
+    [
+        ({"image": b"not an image at all"}, 400, "not a JPEG, PNG or WebP"),
+        ({"image": TRUNCATED}, 400, "truncated or corrupt"),
+        ({"image": b""}, 400, "empty"),
+        ({"image": png((400, 400))}, 413, "400x400 pixels; the limit is 90000"),
+        ({"text": ""}, 400, "feedback text is empty"),
+        ({"text": "   "}, 400, "feedback text is empty"),
+        ({"text": "x" * 501}, 400, "501 characters; the limit is 500"),
+        ({"k": "0"}, 400, "k must be an integer from 1 to 100"),
+        ({"k": "101"}, 400, "k must be an integer from 1 to 100"),
+        ({"k": "-3"}, 400, "k must be an integer from 1 to 100"),
+        ({"k": "ten"}, 400, "k must be an integer, got 'ten'"),
+        ({"k": "9" * 5000}, 400, "k must be an integer"),
+    ],
+)
+def test_bad_queries_are_4xx_json_with_a_clear_message(client: TestClient, kwargs, status: int, message: str) -> None:
     args = {"image": png(), **kwargs}
     response = post(client, **args)
     assert response.status_code == status, response.text
@@ -121,8 +123,7 @@ def test_oversized_bodies_are_cut_off_with_or_without_content_length(client: Tes
     response = post(client, big)
     assert response.status_code == 413 and "request is larger than" in response.json()["error"]
 
-    head = (b'--B\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-            b"Content-Type: image/png\r\n\r\n")
+    head = b'--B\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
 
     def chunks() -> Iterator[bytes]:  # a generator body goes out chunked, with no Content-Length
         yield head
@@ -136,21 +137,23 @@ def test_oversized_bodies_are_cut_off_with_or_without_content_length(client: Tes
     assert response.status_code == 413 and "request is larger than" in response.json()["error"]
 
 
-@pytest.mark.parametrize("url", [
-    "/items/nope/image",
-    "/items/../manifest/image",
-    "/items/..%2F..%2Fetc%2Fpasswd/image",
-    "/items/%2Fetc%2Fpasswd/image",
-    "/items/c001.png/image",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/items/nope/image",
+        "/items/../manifest/image",
+        "/items/..%2F..%2Fetc%2Fpasswd/image",
+        "/items/%2Fetc%2Fpasswd/image",
+        "/items/c001.png/image",
+    ],
+)
 def test_only_catalog_ids_reach_the_file_system(client: TestClient, url: str) -> None:
     response = client.get(url)
     assert response.status_code == 404
     assert "error" in response.json()
 
 
-def test_an_item_whose_file_vanished_is_404(client: TestClient, fake_recommender: Recommender,
-                                            tmp_path: Path) -> None:
+def test_an_item_whose_file_vanished_is_404(client: TestClient, fake_recommender: Recommender, tmp_path: Path) -> None:
     path = fake_recommender.image_path("c011")
     moved = path.rename(tmp_path / path.name)
     try:

@@ -16,8 +16,13 @@ from fashionrec.index import Recommender
 
 CHROMIUM = os.environ.get("FASHIONREC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Only loopback traffic: no sandbox (containers), no GPU, nothing phoning home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 ALL_LOADED = """k => {
     const imgs = [...document.querySelectorAll('#results img')];
     return imgs.length === k && imgs.every(img => img.complete && img.naturalWidth > 0);
@@ -45,8 +50,9 @@ def page(browser, tiny_server: str) -> Iterator:
     context.close()
 
 
-def test_query_renders_a_grid_of_k_loaded_images_with_scores(page, tiny_service: tuple[Recommender, Path],
-                                                            tmp_path: Path) -> None:
+def test_query_renders_a_grid_of_k_loaded_images_with_scores(
+    page, tiny_service: tuple[Recommender, Path], tmp_path: Path
+) -> None:
     _, images = tiny_service
     page.click("#submit")
     assert "Choose a reference image" in page.locator("#error").inner_text()
@@ -75,8 +81,7 @@ def test_query_renders_a_grid_of_k_loaded_images_with_scores(page, tiny_service:
         assert pixels.shape[0] > 100 and pixels.std() > 15
 
 
-def test_errors_from_the_server_are_shown_and_the_page_recovers(
-        page, tiny_service: tuple[Recommender, Path]) -> None:
+def test_errors_from_the_server_are_shown_and_the_page_recovers(page, tiny_service: tuple[Recommender, Path]) -> None:
     _, images = tiny_service
     page.set_input_files("#image", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
     page.fill("#text", "is blue")

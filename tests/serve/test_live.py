@@ -13,8 +13,9 @@ from fashionrec.index import Recommender
 TEXTS = ["is red", "has long sleeves", "is blue and striped", "is a maxi dress"]
 
 
-def test_concurrent_requests_get_the_same_answers_as_serial_ones(tiny_service: tuple[Recommender, Path],
-                                                                 tiny_server: str) -> None:
+def test_concurrent_requests_get_the_same_answers_as_serial_ones(
+    tiny_service: tuple[Recommender, Path], tiny_server: str
+) -> None:
     recommender, images = tiny_service
     references = sorted(images.glob("*.png"))[:6]
     queries = [(ref, text) for ref in references for text in TEXTS]
@@ -23,8 +24,9 @@ def test_concurrent_requests_get_the_same_answers_as_serial_ones(tiny_service: t
     def ask(query: tuple[Path, str]) -> tuple[int, dict]:
         ref, text = query
         with httpx.Client(base_url=tiny_server, timeout=60) as client:
-            response = client.post("/recommend", files={"image": (ref.name, ref.read_bytes(), "image/png")},
-                                   data={"text": text, "k": "5"})
+            response = client.post(
+                "/recommend", files={"image": (ref.name, ref.read_bytes(), "image/png")}, data={"text": text, "k": "5"}
+            )
         return response.status_code, response.json()
 
     def ask_badly(_: int) -> int:

@@ -108,9 +108,25 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cli_args(data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return [
-        "--path-file", str(data), "--path-folder", str(data / "images"), "--categories", "dress",
-        "--preset", "tiny", "--no-pretrained", "--gradient-accumulation", "2", "--num-workers", "0",
-        "--device", "cpu", "--seed", "5", "--cache-dir", str(tmp_path_factory.mktemp("ddp_cache")),
+        "--path-file",
+        str(data),
+        "--path-folder",
+        str(data / "images"),
+        "--categories",
+        "dress",
+        "--preset",
+        "tiny",
+        "--no-pretrained",
+        "--gradient-accumulation",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--seed",
+        "5",
+        "--cache-dir",
+        str(tmp_path_factory.mktemp("ddp_cache")),
     ]
 
 
@@ -118,7 +134,10 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """torchrun with 2 CPU ranks on a free local port; stdout and stderr together."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
 
@@ -179,14 +198,39 @@ def ddp_pinned(cli_args, models, tmp_path_factory) -> Path:
     model with another vocabulary."""
     out = tmp_path_factory.mktemp("ddp_pinned")
     options = {"model": models["no_dropout"], "model_rank1": models["other_vocab"], "losses": str(out / "losses.jsonl")}
-    ok(run_harness(options, ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2", "--global-negatives",
-                             "--output-dir", str(out)]))
+    ok(
+        run_harness(
+            options,
+            [
+                "train",
+                *cli_args,
+                "--batch",
+                str(BATCH),
+                "--epochs",
+                "2",
+                "--global-negatives",
+                "--output-dir",
+                str(out),
+            ],
+        )
+    )
     return out
 
 
 def reference_args(cli_args: list[str], out: Path) -> list[str]:
-    return ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2", "--global-negatives",
-            "--save-every-steps", "1", "--output-dir", str(out)]
+    return [
+        "train",
+        *cli_args,
+        "--batch",
+        str(BATCH),
+        "--epochs",
+        "2",
+        "--global-negatives",
+        "--save-every-steps",
+        "1",
+        "--output-dir",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +271,7 @@ def test_ddp_with_global_negatives_follows_the_single_process_loss_trajectory(
 ):
     losses = tmp_path / "losses.jsonl"
     with harness({"model": models["no_dropout"], "losses": str(losses)}):
-        code = main(["train", *cli_args, "--batch", str(2 * BATCH), "--epochs", "2",
-                     "--output-dir", str(tmp_path)])
+        code = main(["train", *cli_args, "--batch", str(2 * BATCH), "--epochs", "2", "--output-dir", str(tmp_path)])
     assert code == 0
     single, ddp = read_losses(losses), read_losses(ddp_pinned / "losses.jsonl")
     assert len(single) == len(ddp) == 2 * 5  # 5 micro-batches per epoch, 3 optimizer steps
@@ -265,19 +308,16 @@ def test_ddp_checkpoint_holds_every_ranks_rng_state_and_sampler_position(ddp_ref
     assert (ckpt["epoch"], ckpt["samples_in_epoch"], ckpt["data_order"]["samples_in_epoch"]) == (0, 8, 8)
 
 
-def test_ddp_run_resumed_mid_epoch_is_bit_identical_to_the_uninterrupted_run(
-    ddp_reference, cli_args, tmp_path
-):
+def test_ddp_run_resumed_mid_epoch_is_bit_identical_to_the_uninterrupted_run(ddp_reference, cli_args, tmp_path):
     start = ddp_reference / "optimized_model_epoch_1_step_1.pt"
-    proc = ok(torchrun("-m", "fashionrec", "resume", "--checkpoint", str(start), *cli_args,
-                       "--output-dir", str(tmp_path)))
+    proc = ok(
+        torchrun("-m", "fashionrec", "resume", "--checkpoint", str(start), *cli_args, "--output-dir", str(tmp_path))
+    )
     assert "8 samples into epoch 1" in proc.stdout and "warning" not in proc.stdout
     assert_same_training(final_checkpoint(ddp_reference), final_checkpoint(tmp_path))
 
 
-def test_sigterm_stops_every_rank_after_one_step_and_resume_is_bit_identical(
-    ddp_reference, cli_args, tmp_path
-):
+def test_sigterm_stops_every_rank_after_one_step_and_resume_is_bit_identical(ddp_reference, cli_args, tmp_path):
     """torchrun passes SIGTERM on to every rank; they agree on the step to stop after, rank 0 saves it."""
     with spawn("-m", "fashionrec", *reference_args(cli_args, tmp_path)) as proc:
         first_step, deadline = tmp_path / "optimized_model_epoch_1_step_1.pt", time.monotonic() + 180
@@ -295,8 +335,9 @@ def test_resume_on_another_world_size_warns_that_data_order_changes(
     ddp_reference, cli_args, tmp_path, capsys, one_thread
 ):
     start = ddp_reference / "optimized_model_epoch_1_step_2.pt"
-    code = main(["resume", "--checkpoint", str(start), *cli_args, "--output-dir", str(tmp_path),
-                 "--stop-after-epochs", "1"])
+    code = main(
+        ["resume", "--checkpoint", str(start), *cli_args, "--output-dir", str(tmp_path), "--stop-after-epochs", "1"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "checkpoint was written by 2 ranks, resuming on 1" in out and "data order" in out

@@ -154,9 +154,22 @@ def test_checkpoints_keep_the_original_keys_and_evaluate_reports_json(two_epochs
     ckpt = load(two_epochs)
     assert set(ORIGINAL_KEYS) <= set(ckpt)
     assert ckpt["epoch"] == 2 and len(ckpt["train_losses"]) == 2 and len(ckpt["val_recalls"]) == 2
-    out = run_cli("evaluate", "--checkpoint", str(two_epochs), "--path-file", str(small_data),
-                  "--path-folder", str(small_data / "images"), "--categories", "dress", "--cache-dir", str(cache_dir),
-                  "--num-workers", "0", "--json")
+    out = run_cli(
+        "evaluate",
+        "--checkpoint",
+        str(two_epochs),
+        "--path-file",
+        str(small_data),
+        "--path-folder",
+        str(small_data / "images"),
+        "--categories",
+        "dress",
+        "--cache-dir",
+        str(cache_dir),
+        "--num-workers",
+        "0",
+        "--json",
+    )
     metrics = json.loads(out.stdout)
     assert set(metrics) == {"dress", "average"}
     for value in (*metrics["dress"].values(), *metrics["average"].values()):

@@ -13,17 +13,13 @@ from fashionrec.data.images import check_images_folder, missing_images
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    info = subparsers.add_parser(
-        "dataset-info", help="count queries, gallery and missing images per category"
-    )
+    info = subparsers.add_parser("dataset-info", help="count queries, gallery and missing images per category")
     add_dataset_args(info, skip_missing=False)
     info.add_argument("--split", choices=SPLITS, default="val")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     info.set_defaults(func=dataset_info)
 
-    demo = subparsers.add_parser(
-        "make-demo-data", help="write a small learnable dataset in the FashionIQ layout"
-    )
+    demo = subparsers.add_parser("make-demo-data", help="write a small learnable dataset in the FashionIQ layout")
     demo.add_argument("out", type=Path, metavar="OUT")
     demo.add_argument("--images", type=int, default=600, help="images in all (default: 600)")
     demo.add_argument("--seed", type=int, default=0)

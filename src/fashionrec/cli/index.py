@@ -12,16 +12,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint or model directory")
     p.add_argument("--images", required=True, type=Path, help="catalog folder (jpg/jpeg/png/webp, recursive)")
     p.add_argument("--out", required=True, type=Path, help="index folder (created or updated)")
-    p.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss",
-                   help="vector store (default: faiss)")
+    p.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss", help="vector store (default: faiss)")
     p.add_argument("--url", help="qdrant: http(s)://host:port, or a folder for qdrant-client's local mode")
     p.add_argument("--collection", help="qdrant collection name")
-    p.add_argument("--approx-threshold", type=int, metavar="N",
-                   help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)")
+    p.add_argument(
+        "--approx-threshold",
+        type=int,
+        metavar="N",
+        help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)",
+    )
     p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
     p.add_argument("--batch-size", type=_positive, default=64, help="images per model call (default: 64)")
-    p.add_argument("--cache-dir", type=Path, default=Path("cache"),
-                   help="preprocessing cache, shared with training (default: cache)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("cache"),
+        help="preprocessing cache, shared with training (default: cache)",
+    )
     p.add_argument("--crop", help="override the checkpoint's crop backend (none, foreground, yolo)")
     p.add_argument("--landmarks", help="override the checkpoint's landmarks backend (none, mediapipe)")
     p.add_argument("--yolo-weights", help="weights file for --crop yolo")
@@ -40,9 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_and_index(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--threads", type=_positive, default=1,
-                   help="CPU threads for the model and each search (default: 1; concurrency comes from "
-                        "batching requests, more threads help a large model on a dedicated CPU)")
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        default=1,
+        help="CPU threads for the model and each search (default: 1; concurrency comes from "
+        "batching requests, more threads help a large model on a dedicated CPU)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -66,11 +77,22 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def run_index(args: argparse.Namespace) -> int:
     from fashionrec.index import build_index
 
-    report = build_index(args.checkpoint, args.images, args.out, backend=args.backend, url=args.url,
-                         collection=args.collection, approx_threshold=args.approx_threshold,
-                         rebuild=args.rebuild, batch_size=args.batch_size,
-                         cache_dir=args.cache_dir, device=args.device, crop=args.crop,
-                         landmarks=args.landmarks, yolo_weights=args.yolo_weights)
+    report = build_index(
+        args.checkpoint,
+        args.images,
+        args.out,
+        backend=args.backend,
+        url=args.url,
+        collection=args.collection,
+        approx_threshold=args.approx_threshold,
+        rebuild=args.rebuild,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        crop=args.crop,
+        landmarks=args.landmarks,
+        yolo_weights=args.yolo_weights,
+    )
     print(f"index {args.out}: {report.summary()}")
     return 0
 
@@ -80,8 +102,17 @@ def run_recommend(args: argparse.Namespace) -> int:
 
     matches = recommend(args.checkpoint, args.index, args.image, args.text, args.k, device=args.device)
     if args.json:
-        print(json.dumps({"image": str(args.image), "text": args.text, "k": args.k, "results": [
-            {"id": m.id, "path": str(m.path), "score": round(m.score, 6)} for m in matches]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "image": str(args.image),
+                    "text": args.text,
+                    "k": args.k,
+                    "results": [{"id": m.id, "path": str(m.path), "score": round(m.score, 6)} for m in matches],
+                },
+                indent=2,
+            )
+        )
         return 0
     for rank, m in enumerate(matches, 1):
         print(f"{rank:>3}  {m.score:.4f}  {m.id}  {m.path}")

@@ -20,9 +20,7 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, skip_missing: bool = Tr
         "--path-file", required=True, metavar="DIR",
         help="annotations folder: captions/ and image_splits/ (FashionIQ), or train.json/val.json (legacy)",
     )  # fmt: skip
-    group.add_argument(
-        "--path-folder", required=True, metavar="DIR", help="images folder: <id>.jpg/.png/.jpeg"
-    )
+    group.add_argument("--path-folder", required=True, metavar="DIR", help="images folder: <id>.jpg/.png/.jpeg")
     group.add_argument(
         "--categories", type=parse_categories, default=None, metavar="LIST",
         help="comma-separated FashionIQ categories (default: dress,shirt,toptee)",
@@ -55,9 +53,7 @@ def splits_from_args(args: argparse.Namespace, split: str) -> dict[str, Category
     for name, category in splits.items():
         splits[name], n = drop_missing(category, folder)
         dropped += n
-    print(
-        f"--skip-missing: dropped {dropped} of {total} {split} queries with missing images", file=sys.stderr
-    )
+    print(f"--skip-missing: dropped {dropped} of {total} {split} queries with missing images", file=sys.stderr)
     return splits
 
 
@@ -65,19 +61,11 @@ def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
     """--cache-dir, --image-size, --crop, --landmarks, --yolo-weights."""
     defaults = PreprocessConfig()
     group = parser.add_argument_group("preprocessing")
-    group.add_argument(
-        "--cache-dir", default="cache", metavar="DIR", help="preprocessing cache (default: cache)"
-    )
-    group.add_argument(
-        "--image-size", type=int, default=defaults.image_size, help="model input side in pixels"
-    )
+    group.add_argument("--cache-dir", default="cache", metavar="DIR", help="preprocessing cache (default: cache)")
+    group.add_argument("--image-size", type=int, default=defaults.image_size, help="model input side in pixels")
     group.add_argument("--crop", choices=CROPS, default=defaults.crop, help="clothing crop backend")
-    group.add_argument(
-        "--landmarks", choices=LANDMARKS, default=defaults.landmarks, help="body landmarks backend"
-    )
-    group.add_argument(
-        "--yolo-weights", default=None, metavar="FILE", help="ultralytics weights for --crop yolo"
-    )
+    group.add_argument("--landmarks", choices=LANDMARKS, default=defaults.landmarks, help="body landmarks backend")
+    group.add_argument("--yolo-weights", default=None, metavar="FILE", help="ultralytics weights for --crop yolo")
 
 
 def preprocess_config_from_args(args: argparse.Namespace) -> PreprocessConfig:

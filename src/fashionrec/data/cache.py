@@ -57,9 +57,7 @@ class ImageCache:
     only ids checked by `build` in this object are served, so a stale entry never is.
     """
 
-    def __init__(
-        self, cache_dir: str | Path, config: PreprocessConfig, *, chunk_images: int | None = None
-    ) -> None:
+    def __init__(self, cache_dir: str | Path, config: PreprocessConfig, *, chunk_images: int | None = None) -> None:
         self.config = config
         self.root = Path(cache_dir) / f"v{FORMAT_VERSION}-{config.key()}"
         side = config.image_size
@@ -80,9 +78,7 @@ class ImageCache:
         state["_open"] = {}
         return state
 
-    def build(
-        self, paths: Mapping[str, str | Path], *, progress: bool = True, workers: int | None = None
-    ) -> int:
+    def build(self, paths: Mapping[str, str | Path], *, progress: bool = True, workers: int | None = None) -> int:
         """Process the images that are new or changed since they were cached; returns how many.
         An interrupted build keeps the images it finished, so the next one resumes after them.
         `workers` threads decode and preprocess (PIL and the backends release the GIL); default: the CPUs,
@@ -169,9 +165,7 @@ class ImageCache:
         numbers = [int(p.stem) for p in self._chunks_dir.glob("[0-9]*.json")]
         first = max(numbers, default=0) + 1
         writer = _ChunkWriter(self._chunks_dir, first, self.chunk_images, self.config.image_size)
-        bar = tqdm(
-            total=len(todo), desc="preprocessing images", unit="img", file=sys.stderr, disable=not progress
-        )
+        bar = tqdm(total=len(todo), desc="preprocessing images", unit="img", file=sys.stderr, disable=not progress)
         with bar, ThreadPoolExecutor(workers) as pool:
             try:
                 for (image_id, _, fingerprint), item in zip(todo, pool.map(process, todo), strict=True):
@@ -213,9 +207,7 @@ class _ChunkWriter:
         meta = {"box": self.box[:n], "landmarks": self.landmarks[:n], "landmark_mask": self.mask[:n]}
         blob = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in meta.items()})
         atomic_write(self.directory / f"{name}.meta.safetensors", lambda f: f.write(blob))
-        atomic_write_json(
-            self.directory / f"{name}.json", {"ids": self.ids, "fingerprints": self.fingerprints}
-        )
+        atomic_write_json(self.directory / f"{name}.json", {"ids": self.ids, "fingerprints": self.fingerprints})
         self.number += 1
         self.ids, self.fingerprints = [], []
 

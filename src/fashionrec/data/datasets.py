@@ -43,9 +43,7 @@ def image_tensors(item: PreprocessedImage, prefix: str = "") -> dict[str, torch.
 def _require_cached(ids: Sequence[str], cache: ImageCache) -> None:
     absent = [i for i in dict.fromkeys(ids) if i not in cache]
     if absent:
-        raise UserError(
-            f"{len(absent)} images are not in the cache {cache.root} (first: {absent[0]}); build it first"
-        )
+        raise UserError(f"{len(absent)} images are not in the cache {cache.root} (first: {absent[0]}); build it first")
 
 
 class TripletDataset(Dataset):

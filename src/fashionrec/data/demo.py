@@ -130,9 +130,7 @@ def _mutate(rng: random.Random, garment: Garment, changes: int) -> Garment:
     return garment
 
 
-def _make_queries(
-    rng: random.Random, ids: list[str], garments: list[Garment], per_candidate: int
-) -> list[dict]:
+def _make_queries(rng: random.Random, ids: list[str], garments: list[Garment], per_candidate: int) -> list[dict]:
     """For each candidate, up to `per_candidate` targets that differ from it in one or two attributes."""
     queries = []
     for i, candidate in enumerate(garments):
@@ -168,9 +166,7 @@ def draw_garment(garment: Garment, size: int, rng: random.Random) -> Image.Image
     scale, dx, dy = rng.uniform(0.88, 1.0), rng.uniform(-0.04, 0.04), rng.uniform(-0.03, 0.03)
 
     def to_px(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        return [
-            (((x - 0.5) * scale + 0.5 + dx) * big, ((y - 0.5) * scale + 0.5 + dy) * big) for x, y in points
-        ]
+        return [(((x - 0.5) * scale + 0.5 + dx) * big, ((y - 0.5) * scale + 0.5 + dy) * big) for x, y in points]
 
     shapes = [to_px(p) for p in _silhouette(garment)]
     mask = Image.new("L", (big, big), 0)

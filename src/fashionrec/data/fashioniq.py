@@ -50,9 +50,7 @@ def caption_text(captions: Sequence[str], order_seed: int | None) -> str:
     return " and ".join(parts)
 
 
-def load_split(
-    path_file: str | Path, split: str, categories: Sequence[str] | None = None
-) -> dict[str, CategorySplit]:
+def load_split(path_file: str | Path, split: str, categories: Sequence[str] | None = None) -> dict[str, CategorySplit]:
     """Read one split of either layout; `categories` None means every category the layout has."""
     root = Path(path_file)
     if split not in SPLITS:

@@ -39,9 +39,7 @@ class PreprocessConfig:
         if self.crop not in CROPS:
             raise UserError(f"unknown crop backend {self.crop!r} (choose from {', '.join(CROPS)})")
         if self.landmarks not in LANDMARKS:
-            raise UserError(
-                f"unknown landmarks backend {self.landmarks!r} (choose from {', '.join(LANDMARKS)})"
-            )
+            raise UserError(f"unknown landmarks backend {self.landmarks!r} (choose from {', '.join(LANDMARKS)})")
         if self.crop == "yolo" and not self.yolo_weights:
             raise UserError("--crop yolo needs --yolo-weights FILE")
 

@@ -37,7 +37,10 @@ class EvalSettings:
 def loader(dataset: Dataset, settings: EvalSettings) -> DataLoader:
     """In-order loader with its own generator, so evaluating never draws from the global RNG."""
     return DataLoader(
-        dataset, batch_size=settings.batch_size, shuffle=False, num_workers=settings.num_workers,
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=False,
+        num_workers=settings.num_workers,
         generator=torch.Generator().manual_seed(settings.seed),
     )
 
@@ -93,8 +96,12 @@ def encode_queries(
         b = _to(batch, settings.device)
         with _autocast(settings):
             f = model.encode_reference(
-                b["ref_image"], b["ref_crop"], b["ref_landmarks"], b["ref_landmark_mask"],
-                b["input_ids"], b["attention_mask"],
+                b["ref_image"],
+                b["ref_crop"],
+                b["ref_landmarks"],
+                b["ref_landmark_mask"],
+                b["input_ids"],
+                b["attention_mask"],
             )
         out.append(f.float().cpu())
     local = torch.cat(out) if out else torch.empty(0, model.config.d_model)

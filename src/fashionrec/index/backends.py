@@ -18,8 +18,9 @@ class Backend(Protocol):
 
     location: dict[str, Any]  # kind, and where the store lives; equal locations mean the same store
 
-    def sync(self, ids: Sequence[str], vectors: np.ndarray, changed: Collection[str],
-             removed: Collection[str], reset: bool) -> dict[str, Any]:
+    def sync(
+        self, ids: Sequence[str], vectors: np.ndarray, changed: Collection[str], removed: Collection[str], reset: bool
+    ) -> dict[str, Any]:
         """Make the store hold exactly `ids` -> `vectors`.
 
         `changed`/`removed` name what differs from the last sync, for stores that update in place;
@@ -34,8 +35,13 @@ class Backend(Protocol):
         """Release files and connections."""
 
 
-def new_backend(kind: str, index_dir: Path, url: str | None = None, collection: str | None = None,
-                approx_threshold: int | None = None) -> Backend:
+def new_backend(
+    kind: str,
+    index_dir: Path,
+    url: str | None = None,
+    collection: str | None = None,
+    approx_threshold: int | None = None,
+) -> Backend:
     """A backend to build into, from command-line style settings."""
     if kind == "faiss":
         from fashionrec.index.faiss_backend import FaissBackend
@@ -63,4 +69,3 @@ def open_backend(entry: dict[str, Any], index_dir: Path, ids: Sequence[str]) -> 
 
         return QdrantBackend.connect(entry["url"], entry["collection"])
     raise UserError(f"index uses an unknown backend {entry['kind']!r}")
-

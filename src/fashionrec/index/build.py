@@ -28,15 +28,28 @@ class BuildReport:
 
     def summary(self) -> str:
         extra = "".join(f", {k} {v}" for k, v in self.backend.items() if k not in ("kind", "file"))
-        return (f"{self.items} items ({self.encoded} encoded, {self.reused} unchanged, "
-                f"{self.removed} removed); backend {self.backend['kind']}{extra}")
+        return (
+            f"{self.items} items ({self.encoded} encoded, {self.reused} unchanged, "
+            f"{self.removed} removed); backend {self.backend['kind']}{extra}"
+        )
 
 
-def build_index(checkpoint: Path, images: Path, out: Path, *, backend: str = "faiss", url: str | None = None,
-                collection: str | None = None, approx_threshold: int | None = None,
-                rebuild: bool = False, batch_size: int = 64,
-                cache_dir: Path = Path("cache"), device: str = "auto", encoder: Encoder | None = None,
-                **preprocess: Any) -> BuildReport:
+def build_index(
+    checkpoint: Path,
+    images: Path,
+    out: Path,
+    *,
+    backend: str = "faiss",
+    url: str | None = None,
+    collection: str | None = None,
+    approx_threshold: int | None = None,
+    rebuild: bool = False,
+    batch_size: int = 64,
+    cache_dir: Path = Path("cache"),
+    device: str = "auto",
+    encoder: Encoder | None = None,
+    **preprocess: Any,
+) -> BuildReport:
     """Index every image under `images` into `out` with the checkpoint's target block.
 
     A second run re-encodes only new or changed files and drops removed ones. FAISS indexes of more than
@@ -63,14 +76,21 @@ def build_index(checkpoint: Path, images: Path, out: Path, *, backend: str = "fa
         vectors = _assemble(items, reuse, old, out, todo, encoder.encode_catalog(todo, batch_size))
         removed = [] if old is None else sorted({i.id for i in old.items} - set(paths))
         in_place = old is not None and all(old.backend.get(k) == v for k, v in store.location.items())
-        entry = store.sync([item.id for item in items], vectors, changed=list(todo), removed=removed,
-                           reset=not in_place)
+        entry = store.sync(
+            [item.id for item in items], vectors, changed=list(todo), removed=removed, reset=not in_place
+        )
     finally:
         store.close()
     embeddings = _write_embeddings(out, vectors)
-    Manifest(checkpoint={"fingerprint": encoder.fingerprint, "path": str(Path(checkpoint).resolve())},
-             preprocess=encoder.preprocess, dim=int(vectors.shape[1]), images_root=str(images.resolve()),
-             embeddings=embeddings, backend=entry, items=items).save(out)
+    Manifest(
+        checkpoint={"fingerprint": encoder.fingerprint, "path": str(Path(checkpoint).resolve())},
+        preprocess=encoder.preprocess,
+        dim=int(vectors.shape[1]),
+        images_root=str(images.resolve()),
+        embeddings=embeddings,
+        backend=entry,
+        items=items,
+    ).save(out)
     _remove_stale(out, {embeddings, entry.get("file")})
     return BuildReport(len(items), len(todo), len(reuse), len(removed), entry)
 
@@ -79,9 +99,11 @@ def _check_same_model(old: Manifest, encoder: Encoder, out: Path) -> None:
     """An update must not mix vectors of two models in one index."""
     built = (old.checkpoint["fingerprint"], old.preprocess["key"])
     if built != (encoder.fingerprint, encoder.preprocess["key"]):
-        raise UserError(f"{out} was built with another checkpoint or preprocessing "
-                        f"({old.checkpoint['path']}, {old.preprocess['config']}); "
-                        "pass --rebuild to re-encode every image")
+        raise UserError(
+            f"{out} was built with another checkpoint or preprocessing "
+            f"({old.checkpoint['path']}, {old.preprocess['config']}); "
+            "pass --rebuild to re-encode every image"
+        )
 
 
 def _plan(paths: dict[str, Path], images: Path, old: Manifest | None) -> tuple[list[Item], dict[str, int]]:
@@ -95,8 +117,11 @@ def _plan(paths: dict[str, Path], images: Path, old: Manifest | None) -> tuple[l
     for item_id, path in paths.items():
         stat, rel = path.stat(), path.relative_to(images).as_posix()
         before, row = previous.get(item_id, (None, -1))
-        unchanged = before is not None and same_root and (before.path, before.size, before.mtime_ns) == (
-            rel, stat.st_size, stat.st_mtime_ns)
+        unchanged = (
+            before is not None
+            and same_root
+            and (before.path, before.size, before.mtime_ns) == (rel, stat.st_size, stat.st_mtime_ns)
+        )
         sha = before.sha256 if unchanged else file_sha256(path)
         items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha))
         if before is not None and before.sha256 == sha:
@@ -104,8 +129,9 @@ def _plan(paths: dict[str, Path], images: Path, old: Manifest | None) -> tuple[l
     return items, reuse
 
 
-def _assemble(items: list[Item], reuse: dict[str, int], old: Manifest | None, out: Path,
-              todo: dict[str, Path], fresh: np.ndarray) -> np.ndarray:
+def _assemble(
+    items: list[Item], reuse: dict[str, int], old: Manifest | None, out: Path, todo: dict[str, Path], fresh: np.ndarray
+) -> np.ndarray:
     """Rows in item order: reused rows copied from the old embeddings, the rest from `fresh`."""
     dim = fresh.shape[1] if old is None else old.dim
     vectors = np.empty((len(items), dim), np.float32)

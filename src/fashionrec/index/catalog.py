@@ -32,13 +32,17 @@ class Catalog:
         """Vectors from different weights or preprocessing live in different spaces: refuse to mix them."""
         built = self.manifest.checkpoint
         if fingerprint != built["fingerprint"]:
-            raise UserError(f"the index at {self.index_dir} was built with checkpoint {built['path']} "
-                            f"(fingerprint {built['fingerprint'][:12]}), not this one ({fingerprint[:12]}); "
-                            "query it with that checkpoint or rebuild it with `fashionrec index --rebuild`")
+            raise UserError(
+                f"the index at {self.index_dir} was built with checkpoint {built['path']} "
+                f"(fingerprint {built['fingerprint'][:12]}), not this one ({fingerprint[:12]}); "
+                "query it with that checkpoint or rebuild it with `fashionrec index --rebuild`"
+            )
         if preprocess_key != self.manifest.preprocess["key"]:
-            raise UserError(f"the index at {self.index_dir} was built with other preprocessing "
-                            f"({self.manifest.preprocess['config']}); "
-                            "rebuild it with `fashionrec index --rebuild`")
+            raise UserError(
+                f"the index at {self.index_dir} was built with other preprocessing "
+                f"({self.manifest.preprocess['config']}); "
+                "rebuild it with `fashionrec index --rebuild`"
+            )
 
     def search(self, queries: np.ndarray, k: int, exclude: Collection[str] = ()) -> list[list[Hit]]:
         return self.backend.search(queries, k, exclude)

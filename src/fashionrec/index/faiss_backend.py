@@ -38,8 +38,9 @@ class FaissBackend:
     keeps IVF lists fitted to the catalog as it changes. A flat index rebuilds in well under a second;
     IVF over a million items takes about a minute (see benchmarks/bench_search.py)."""
 
-    def __init__(self, index_dir: Path, approx_threshold: int = APPROX_THRESHOLD,
-                 target_recall: float = TARGET_RECALL) -> None:
+    def __init__(
+        self, index_dir: Path, approx_threshold: int = APPROX_THRESHOLD, target_recall: float = TARGET_RECALL
+    ) -> None:
         self.index_dir = Path(index_dir)
         self.location: dict[str, Any] = {"kind": "faiss"}
         self.approx_threshold = approx_threshold
@@ -58,8 +59,14 @@ class FaissBackend:
         backend.ids = list(ids)
         return backend
 
-    def sync(self, ids: Sequence[str], vectors: np.ndarray, changed: Collection[str] = (),
-             removed: Collection[str] = (), reset: bool = False) -> dict[str, Any]:
+    def sync(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        changed: Collection[str] = (),
+        removed: Collection[str] = (),
+        reset: bool = False,
+    ) -> dict[str, Any]:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         entry = dict(self.location)
@@ -104,8 +111,7 @@ def train_ivf(vectors: np.ndarray) -> Any:
     grows beyond that), holding every vector."""
     faiss = _faiss()
     n, dim = vectors.shape
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, max(1, int(math.sqrt(n))),
-                               faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, max(1, int(math.sqrt(n))), faiss.METRIC_INNER_PRODUCT)
     index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
     index.train(vectors)
     index.add(vectors)
@@ -136,7 +142,7 @@ def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, len(vectors), chunk):
-        scores = queries @ vectors[start:start + chunk].T
+        scores = queries @ vectors[start : start + chunk].T
         rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
         all_scores = np.concatenate([best_scores, scores], axis=1)
         all_rows = np.concatenate([best_rows, rows], axis=1)

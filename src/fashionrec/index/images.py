@@ -27,6 +27,7 @@ DEFAULT_LIMITS = ImageLimits()
 class ImageTooLarge(UserError):
     """Over the byte or pixel limit: the server answers 413 rather than 400."""
 
+
 def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
     """RGB image from `data`, or a UserError that says what is wrong with it."""
     if not data:
@@ -36,8 +37,9 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
         if image.width * image.height > limits.max_pixels:
-            raise ImageTooLarge(f"the image is {image.width}x{image.height} pixels; "
-                            f"the limit is {limits.max_pixels} pixels")
+            raise ImageTooLarge(
+                f"the image is {image.width}x{image.height} pixels; the limit is {limits.max_pixels} pixels"
+            )
         image.load()
         return ImageOps.exif_transpose(image).convert("RGB")  # upright, as training loads its images
     except UserError:

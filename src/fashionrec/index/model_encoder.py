@@ -34,7 +34,8 @@ def load_checkpoint(checkpoint: Path) -> tuple[FashionVLP, dict[str, Any]]:
     ckpt = read_checkpoint(checkpoint)  # read once: it holds both the weights and the settings
     train_config = ckpt.get("train_config") or {}
     return model_from_checkpoint(ckpt, str(checkpoint)).eval(), {
-        name: train_config[name] for name in PREPROCESS_FIELDS if name in train_config}
+        name: train_config[name] for name in PREPROCESS_FIELDS if name in train_config
+    }
 
 
 def fingerprint(model: FashionVLP) -> str:
@@ -54,8 +55,9 @@ class ModelEncoder:
     """A loaded FashionVLP as an `Encoder`: catalog images through the training cache, queries through the
     same `Preprocessor` one at a time."""
 
-    def __init__(self, model: FashionVLP, preprocess: PreprocessConfig, cache_dir: Path | None = None,
-                 device: str = "auto") -> None:
+    def __init__(
+        self, model: FashionVLP, preprocess: PreprocessConfig, cache_dir: Path | None = None, device: str = "auto"
+    ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device)
         self.config = preprocess
@@ -67,7 +69,8 @@ class ModelEncoder:
         # YOLO and MediaPipe keep per-call state; the foreground crop is a pure function.
         stateful = preprocess.crop == "yolo" or preprocess.landmarks != "none"
         self._preprocess_lock: contextlib.AbstractContextManager = (
-            threading.Lock() if stateful else contextlib.nullcontext())
+            threading.Lock() if stateful else contextlib.nullcontext()
+        )
 
     @classmethod
     def load(cls, checkpoint: Path, cache_dir: Path, device: str = "auto", **overrides: Any) -> ModelEncoder:
@@ -78,8 +81,7 @@ class ModelEncoder:
         return cls(model, config, cache_dir, device)
 
     @classmethod
-    def for_catalog(cls, checkpoint: Path, preprocess: Mapping[str, Any],
-                    device: str = "auto") -> ModelEncoder:
+    def for_catalog(cls, checkpoint: Path, preprocess: Mapping[str, Any], device: str = "auto") -> ModelEncoder:
         """For querying: exactly the preprocessing the catalog was encoded with."""
         model, _ = load_checkpoint(checkpoint)
         return cls(model, PreprocessConfig(**preprocess), device=device)
@@ -95,10 +97,10 @@ class ModelEncoder:
         out = np.empty((len(ids), self.model.config.d_model), np.float32)
         with tqdm(total=len(ids), desc="encoding catalog", unit="img", file=sys.stderr) as bar:
             for start in range(0, len(ids), batch_size):
-                batch = [cache.get(i) for i in ids[start:start + batch_size]]
+                batch = [cache.get(i) for i in ids[start : start + batch_size]]
                 with torch.inference_mode():
                     vectors = self.model.encode_target(*_image_tensors(batch, self.device))
-                out[start:start + len(batch)] = vectors.cpu().numpy()
+                out[start : start + len(batch)] = vectors.cpu().numpy()
                 bar.update(len(batch))
         return out
 

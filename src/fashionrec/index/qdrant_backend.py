@@ -51,8 +51,14 @@ class QdrantBackend:
             url = str(Path(url).resolve())  # the manifest must reopen it from any working directory
         return cls(make_client(url), collection, url)
 
-    def sync(self, ids: Sequence[str], vectors: np.ndarray, changed: Collection[str] = (),
-             removed: Collection[str] = (), reset: bool = False) -> dict[str, Any]:
+    def sync(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        changed: Collection[str] = (),
+        removed: Collection[str] = (),
+        reset: bool = False,
+    ) -> dict[str, Any]:
         from qdrant_client import models
 
         dim = int(vectors.shape[1])
@@ -68,7 +74,8 @@ class QdrantBackend:
             rows = [r for r, item in enumerate(ids) if item in wanted]
         else:
             self.client.create_collection(
-                self.collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT))
+                self.collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT)
+            )
             rows = list(range(len(ids)))
         self._upload(ids, vectors, rows)
         if self.client.count(self.collection, exact=True).count != len(ids):
@@ -83,11 +90,15 @@ class QdrantBackend:
         from qdrant_client import models
 
         for start in range(0, len(rows), UPLOAD_BATCH):
-            batch = rows[start:start + UPLOAD_BATCH]
-            self.client.upsert(self.collection, models.Batch(
-                ids=[point_id(ids[r]) for r in batch],
-                vectors=vectors[batch].astype(np.float32).tolist(),
-                payloads=[{"item_id": ids[r]} for r in batch]))
+            batch = rows[start : start + UPLOAD_BATCH]
+            self.client.upsert(
+                self.collection,
+                models.Batch(
+                    ids=[point_id(ids[r]) for r in batch],
+                    vectors=vectors[batch].astype(np.float32).tolist(),
+                    payloads=[{"item_id": ids[r]} for r in batch],
+                ),
+            )
 
     def search(self, queries: np.ndarray, k: int, exclude: Collection[str] = ()) -> list[list[Hit]]:
         from qdrant_client import models
@@ -99,8 +110,9 @@ class QdrantBackend:
         results = []
         with self._lock:
             for query in np.atleast_2d(queries).astype(np.float32):
-                points = self.client.query_points(self.collection, query=query.tolist(), limit=k,
-                                                  query_filter=query_filter, with_payload=True).points
+                points = self.client.query_points(
+                    self.collection, query=query.tolist(), limit=k, query_filter=query_filter, with_payload=True
+                ).points
                 results.append([(p.payload["item_id"], float(p.score)) for p in points])
         return results
 

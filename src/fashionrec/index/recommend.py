@@ -42,18 +42,21 @@ class Recommender:
     """Owns the model and the catalog for the life of a process; `recommend` is safe to call from many
     threads, and concurrent calls share one model forward pass."""
 
-    def __init__(self, encoder: Encoder, catalog: Catalog, limits: ImageLimits = DEFAULT_LIMITS,
-                 max_batch: int = 16) -> None:
+    def __init__(
+        self, encoder: Encoder, catalog: Catalog, limits: ImageLimits = DEFAULT_LIMITS, max_batch: int = 16
+    ) -> None:
         catalog.check_encoder(encoder.fingerprint, encoder.preprocess["key"])
         self.encoder = encoder
         self.catalog = catalog
         self.limits = limits
         self._batcher: MicroBatcher[Any, np.ndarray] = MicroBatcher(
-            lambda prepared: list(encoder.encode_queries(prepared)), max_batch)
+            lambda prepared: list(encoder.encode_queries(prepared)), max_batch
+        )
 
     @classmethod
-    def open(cls, checkpoint: Path, index_dir: Path, limits: ImageLimits = DEFAULT_LIMITS,
-             device: str = "auto") -> Recommender:
+    def open(
+        cls, checkpoint: Path, index_dir: Path, limits: ImageLimits = DEFAULT_LIMITS, device: str = "auto"
+    ) -> Recommender:
         """Load the index first (cheap, and most likely to be wrong), then the model."""
         from fashionrec.index.model_encoder import ModelEncoder
 
@@ -80,17 +83,24 @@ class Recommender:
         return self.catalog.path(item_id)
 
     def health(self) -> dict[str, Any]:
-        return {"items": len(self.catalog), "backend": self.catalog.manifest.backend["kind"],
-                "checkpoint": self.encoder.fingerprint[:12], "max_k": MAX_K, "max_text_chars": MAX_TEXT_CHARS,
-                "max_image_bytes": self.limits.max_bytes, "max_image_pixels": self.limits.max_pixels}
+        return {
+            "items": len(self.catalog),
+            "backend": self.catalog.manifest.backend["kind"],
+            "checkpoint": self.encoder.fingerprint[:12],
+            "max_k": MAX_K,
+            "max_text_chars": MAX_TEXT_CHARS,
+            "max_image_bytes": self.limits.max_bytes,
+            "max_image_pixels": self.limits.max_pixels,
+        }
 
     def close(self) -> None:
         self._batcher.close()
         self.catalog.close()
 
 
-def recommend(checkpoint: Path, index_dir: Path, image: Path, text: str, k: int = 10,
-              device: str = "auto") -> list[Match]:
+def recommend(
+    checkpoint: Path, index_dir: Path, image: Path, text: str, k: int = 10, device: str = "auto"
+) -> list[Match]:
     """One query from files on disk (what `fashionrec recommend` and the demo run)."""
     try:
         data = Path(image).read_bytes()

@@ -7,9 +7,15 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "NUM_LANDMARKS": "config", "ModelConfig": "config", "preset_config": "config",
-    "FashionVLP": "fashionvlp", "TextTokenizer": "tokenizer", "create_model": "pretrained",
-    "from_pretrained": "hub", "load_model": "hub", "save_pretrained": "hub",
+    "NUM_LANDMARKS": "config",
+    "ModelConfig": "config",
+    "preset_config": "config",
+    "FashionVLP": "fashionvlp",
+    "TextTokenizer": "tokenizer",
+    "create_model": "pretrained",
+    "from_pretrained": "hub",
+    "load_model": "hub",
+    "save_pretrained": "hub",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -25,7 +25,7 @@ STATIC = Path(__file__).parent / "static"
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries, headers and the text field, on top of the image
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
-                               "base-uri 'none'; frame-ancestors 'none'",
+    "base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
 log = logging.getLogger(__name__)
@@ -84,8 +84,9 @@ def create_app(service: RecommendService) -> FastAPI:
             return error(413, str(e))
         except UserError as e:
             return error(400, str(e))
-        return JSONResponse({"results": [
-            {"id": m.id, "score": m.score, "image_url": f"/items/{quote(m.id)}/image"} for m in matches]})
+        return JSONResponse(
+            {"results": [{"id": m.id, "score": m.score, "image_url": f"/items/{quote(m.id)}/image"} for m in matches]}
+        )
 
     @app.get("/items/{item_id:path}/image")
     async def item_image(item_id: str) -> FileResponse:
@@ -97,8 +98,11 @@ def create_app(service: RecommendService) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, f"the image of item {item_id!r} is no longer on disk")
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type, headers={"X-Content-Type-Options": "nosniff",
-                                                                  "Cache-Control": "public, max-age=3600"})
+        return FileResponse(
+            path,
+            media_type=media_type,
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
+        )
 
     return app
 
@@ -108,8 +112,10 @@ async def read_query(form: FormData, max_bytes: int) -> tuple[bytes, str, int] |
     Reads at most one byte past the limit, so the service can report an oversized image."""
     image, text, k = form.get("image"), form.get("text", ""), form.get("k", "10")
     if not isinstance(image, UploadFile) or not isinstance(text, str) or not isinstance(k, str):
-        return error(400, "send the reference image as a file in the multipart field 'image', "
-                          "with 'text' and 'k' as plain fields")
+        return error(
+            400,
+            "send the reference image as a file in the multipart field 'image', with 'text' and 'k' as plain fields",
+        )
     try:
         k_value = int(k)
     except ValueError:

@@ -53,7 +53,15 @@ class BodyLimit:
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"error": f"the request is larger than {self.max_bytes} bytes"}).encode()
         # The unread rest of the body is still on the wire: close rather than reuse the connection.
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -11,16 +11,16 @@ from fashionrec.serve.app import create_app
 MAX_IN_FLIGHT = 64
 
 
-def serve(checkpoint: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 8000,
-          device: str = "auto", threads: int = 1) -> None:
+def serve(
+    checkpoint: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", threads: int = 1
+) -> None:
     import uvicorn
 
     set_cpu_threads(threads)
     recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device)
     try:
         print(f"serving {len(recommender.catalog)} items on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-        uvicorn.run(create_app(recommender), host=host, port=port, limit_concurrency=MAX_IN_FLIGHT,
-                    log_level="info")
+        uvicorn.run(create_app(recommender), host=host, port=port, limit_concurrency=MAX_IN_FLIGHT, log_level="info")
     finally:
         recommender.close()
 

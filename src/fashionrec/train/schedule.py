@@ -27,8 +27,13 @@ def onecycle_spec(max_lr: float, total_steps: int) -> dict[str, Any]:
     """OneCycleLR needs at least two warm-up steps and one annealing step (else it divides by zero), so
     very short runs get a slightly longer warm-up share."""
     total = max(int(total_steps), 3)
-    return {"kind": "onecycle", "max_lr": max_lr, "total_steps": total, "pct_start": max(PCT_START, 2 / total),
-            "start_step": 0}
+    return {
+        "kind": "onecycle",
+        "max_lr": max_lr,
+        "total_steps": total,
+        "pct_start": max(PCT_START, 2 / total),
+        "start_step": 0,
+    }
 
 
 def continuation_spec(

@@ -80,7 +80,10 @@ def rng_state() -> dict[str, Any]:
 
 def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
     size = len(batch["index"])
-    chunks = [dict(zip(batch, values, strict=True)) for values in zip(*(v.tensor_split(parts) for v in batch.values()), strict=True)]
+    chunks = [
+        dict(zip(batch, values, strict=True))
+        for values in zip(*(v.tensor_split(parts) for v in batch.values()), strict=True)
+    ]
     return [c for c in chunks if len(c["index"])] if size else []
 
 
@@ -138,8 +141,12 @@ class Trainer:
             "rng_state": rng,
             "rng_state_per_rank": rng_per_rank or [rng],
             "schedule": self.schedule,
-            "data_order": {"seed": self.cfg.seed, "epoch": p.epoch, "samples_in_epoch": p.samples_in_epoch,
-                           "world_size": self.world_size},
+            "data_order": {
+                "seed": self.cfg.seed,
+                "epoch": p.epoch,
+                "samples_in_epoch": p.samples_in_epoch,
+                "world_size": self.world_size,
+            },
             "world_size": self.world_size,
             "train_config": self.cfg.to_dict(),
             "model_config": self.model.config.to_dict(),
@@ -219,8 +226,13 @@ class Trainer:
         self.sampler.set_position(p.epoch, p.samples_in_epoch)
         batches = iter(make_loader(self.dataset, self.sampler, cfg, p.epoch))
         self.model.train()
-        bar = tqdm(total=math.ceil(len(self.sampler) / cfg.batch), desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
-                   disable=self.rank != 0, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=math.ceil(len(self.sampler) / cfg.batch),
+            desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+            disable=self.rank != 0,
+            leave=False,
+            dynamic_ncols=True,
+        )
         start, seen = time.perf_counter(), 0
         while group := list(islice(batches, cfg.gradient_accumulation)):
             losses = self.step(group)
@@ -232,8 +244,11 @@ class Trainer:
             p.epoch_loss_count += len(losses)
             seen += n * self.world_size
             bar.update(len(group))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{current_lr(self.optimizer):.2e}",
-                            samples_s=f"{seen / (time.perf_counter() - start):.1f}")
+            bar.set_postfix(
+                loss=f"{losses[-1]:.4f}",
+                lr=f"{current_lr(self.optimizer):.2e}",
+                samples_s=f"{seen / (time.perf_counter() - start):.1f}",
+            )
             epoch_done = p.samples_in_epoch >= self.sampler.num_samples
             stop = distributed.any_rank(self.stop_requested)  # every rank stops after the same step
             if stop or (cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and not epoch_done):
@@ -246,9 +261,14 @@ class Trainer:
     def validate(self) -> dict[str, dict[str, float]]:
         cfg = self.cfg
         settings = EvalSettings(
-            device=self.device, batch_size=cfg.batch, num_workers=cfg.num_workers, amp_dtype=self.amp_dtype,
-            query_limit=cfg.fast_validation_queries if cfg.fast_validation else None, seed=cfg.seed,
-            rank=self.rank, world_size=self.world_size,
+            device=self.device,
+            batch_size=cfg.batch,
+            num_workers=cfg.num_workers,
+            amp_dtype=self.amp_dtype,
+            query_limit=cfg.fast_validation_queries if cfg.fast_validation else None,
+            seed=cfg.seed,
+            rank=self.rank,
+            world_size=self.world_size,
         )
         return evaluate(self.model, self.data.val_splits, self.cache, settings)
 
@@ -277,8 +297,9 @@ class Trainer:
         """Train until `cfg.epochs` are complete (or `stop_after_epochs`), checkpointing each epoch."""
         cfg, p = self.cfg, self.progress
         # Every rank: torchrun passes a SIGTERM on to all of them, and all take part in the last save.
-        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)} \
-            if _main_thread() else {}
+        handlers = (
+            {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
+        )
         try:
             while p.epoch < cfg.epochs:
                 if cfg.stop_after_epochs is not None and p.epoch >= cfg.stop_after_epochs:
