@@ -28,7 +28,7 @@ def test_tiny_preset_learns_demo_data(tmp_path):
         "--lr",
         "1e-3",
         "--epochs",
-        "5",
+        "3",
         "--num-workers",
         "0",
         "--cache-dir",
