@@ -19,7 +19,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def train_args(small_data: Path, cache_dir: Path) -> list[str]:
     """Data and model flags shared by every small run (resume repeats them, as a user would)."""
     return [

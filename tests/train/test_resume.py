@@ -18,34 +18,11 @@ EPOCHS = "3"
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, small_data, cache_dir) -> Path:
+def reference(tmp_path_factory, train_args) -> Path:
     """One uninterrupted 3-epoch run: the bits every interrupted run must reproduce."""
     out = tmp_path_factory.mktemp("reference")
-    run_cli("train", *_args(small_data, cache_dir), "--epochs", EPOCHS, "--output-dir", str(out))
+    run_cli("train", *train_args, "--epochs", EPOCHS, "--output-dir", str(out))
     return out
-
-
-def _args(small_data: Path, cache_dir: Path) -> list[str]:
-    return [
-        "--path-file",
-        str(small_data),
-        "--path-folder",
-        str(small_data / "images"),
-        "--categories",
-        "dress",
-        "--preset",
-        "tiny",
-        "--batch",
-        "8",
-        "--gradient-accumulation",
-        "2",
-        "--num-workers",
-        "0",
-        "--cache-dir",
-        str(cache_dir),
-        "--seed",
-        "3",
-    ]
 
 
 def sha256(path: Path) -> str:

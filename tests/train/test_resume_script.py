@@ -33,30 +33,8 @@ def test_usage_and_bad_numbers(tmp_path):
     assert out.returncode == 2 and "batch must be a positive integer" in out.stderr
 
 
-def test_resumes_with_the_guide_settings(tmp_path, small_data, cache_dir):
-    run_cli(
-        "train",
-        "--path-file",
-        str(small_data),
-        "--path-folder",
-        str(small_data / "images"),
-        "--categories",
-        "dress",
-        "--preset",
-        "tiny",
-        "--batch",
-        "8",
-        "--num-workers",
-        "0",
-        "--cache-dir",
-        str(cache_dir),
-        "--epochs",
-        "2",
-        "--stop-after-epochs",
-        "1",
-        "--output-dir",
-        str(tmp_path),
-    )
+def test_resumes_with_the_guide_settings(tmp_path, small_data, cache_dir, train_args):
+    run_cli("train", *train_args, "--epochs", "2", "--stop-after-epochs", "1", "--output-dir", str(tmp_path))
     start = next(tmp_path.glob("optimized_model_epoch_1_*.pt"))
     out = run_script(str(start), str(small_data), str(small_data / "images"), "8", "2", "--cache-dir", str(cache_dir))
     assert out.returncode == 0, out.stderr[-2000:]

@@ -23,32 +23,10 @@ ORIGINAL_KEYS = (
 
 
 @pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory, small_data, cache_dir) -> Path:
+def two_epochs(tmp_path_factory, train_args) -> Path:
     """A finished 2-epoch run; tests copy its final checkpoint before resuming from it."""
     out = tmp_path_factory.mktemp("two_epochs")
-    run_cli(
-        "train",
-        "--path-file",
-        str(small_data),
-        "--path-folder",
-        str(small_data / "images"),
-        "--categories",
-        "dress",
-        "--preset",
-        "tiny",
-        "--batch",
-        "8",
-        "--num-workers",
-        "0",
-        "--cache-dir",
-        str(cache_dir),
-        "--seed",
-        "3",
-        "--epochs",
-        "2",
-        "--output-dir",
-        str(out),
-    )
+    run_cli("train", *train_args, "--epochs", "2", "--output-dir", str(out))
     return final_checkpoint(out)
 
 

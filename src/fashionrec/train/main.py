@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fashionrec.data.cache import ImageCache
 from fashionrec.errors import UserError
 from fashionrec.model import create_model
 from fashionrec.model.fashionvlp import FashionVLP
 from fashionrec.model.hub import load_state_strict, model_from_checkpoint
 from fashionrec.train import distributed
 from fashionrec.train.checkpoint import RESUME_PREFIX, TRAIN_PREFIX, CheckpointManager, load_checkpoint
-from fashionrec.train.data import build_cache, load_training_data
+from fashionrec.train.data import TrainingData, build_cache, load_training_data
+from fashionrec.train.distributed import DistContext
 from fashionrec.train.logs import RunLog
 from fashionrec.train.params import TrainConfig, merge_resume_config
 from fashionrec.train.schedule import (
@@ -98,24 +101,25 @@ def _run(trainer: Trainer, log: RunLog, say) -> Path | None:
     return trainer.last_checkpoint
 
 
-def run_train(cfg: TrainConfig) -> Path | None:
-    dist = distributed.setup(cfg.device)
-    say = dist.printer()
-    device = dist.device or resolve_device(cfg.device)
-    use_deterministic_kernels(cfg.deterministic)
-    torch.manual_seed(cfg.seed)
-    data = load_training_data(cfg, say)
-    model = create_model(cfg.preset, data.train_texts(), cfg.pretrained, cfg.text_model, cfg.backbone_weights)
-    model.config.preprocess = {"crop": cfg.crop, "landmarks": cfg.landmarks, "yolo_weights": cfg.yolo_weights}
-    model = dist.model_from_rank0(model)
-    dist.seed_rank(cfg.seed)
-    cache = build_cache(cfg, data, model.config.image_size) if dist.is_main else None
+def _shared_cache(cfg: TrainConfig, data: TrainingData, image_size: int, dist: DistContext) -> ImageCache:
+    """Rank 0 builds the preprocessing cache while the others wait; then every rank opens it."""
+    cache = build_cache(cfg, data, image_size) if dist.is_main else None
     dist.barrier()
-    cache = cache or build_cache(cfg, data, model.config.image_size)
-    rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
-    spec = onecycle_spec(cfg.lr, remaining_steps(cfg, rank_samples, 0, 0))
-    manager = CheckpointManager(cfg.output_dir, TRAIN_PREFIX, cfg.keep_last) if dist.is_main else None
-    trainer = Trainer(
+    return cache or build_cache(cfg, data, image_size)
+
+
+def _make_trainer(
+    cfg: TrainConfig,
+    model: FashionVLP,
+    data: TrainingData,
+    cache: ImageCache,
+    device: torch.device,
+    manager: CheckpointManager | None,
+    spec: dict[str, Any],
+    say: Callable[..., None],
+    dist: DistContext,
+) -> Trainer:
+    return Trainer(
         cfg,
         model,
         data,
@@ -129,6 +133,24 @@ def run_train(cfg: TrainConfig) -> Path | None:
         wrap=dist.wrap(device),
         loss_fn=dist.loss_fn(model, cfg.global_negatives),
     )
+
+
+def run_train(cfg: TrainConfig) -> Path | None:
+    dist = distributed.setup(cfg.device)
+    say = dist.printer()
+    device = dist.device or resolve_device(cfg.device)
+    use_deterministic_kernels(cfg.deterministic)
+    torch.manual_seed(cfg.seed)
+    data = load_training_data(cfg, say)
+    model = create_model(cfg.preset, data.train_texts(), cfg.pretrained, cfg.text_model, cfg.backbone_weights)
+    model.config.preprocess = {"crop": cfg.crop, "landmarks": cfg.landmarks, "yolo_weights": cfg.yolo_weights}
+    model = dist.model_from_rank0(model)
+    dist.seed_rank(cfg.seed)
+    cache = _shared_cache(cfg, data, model.config.image_size, dist)
+    rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
+    spec = onecycle_spec(cfg.lr, remaining_steps(cfg, rank_samples, 0, 0))
+    manager = CheckpointManager(cfg.output_dir, TRAIN_PREFIX, cfg.keep_last) if dist.is_main else None
+    trainer = _make_trainer(cfg, model, data, cache, device, manager, spec, say, dist)
     log = RunLog(cfg.output_dir, dist.is_main)
     say(
         f"training {cfg.preset} on {device}: {len(data.triplets())} triplets, batch {cfg.batch} x "
@@ -189,9 +211,7 @@ def run_resume(args: argparse.Namespace) -> Path | None:
     data = load_training_data(cfg, say)
     model = _model_for_resume(ckpt, cfg, source, data.train_texts())
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
-    cache = build_cache(cfg, data, model.config.image_size) if dist.is_main else None
-    dist.barrier()
-    cache = cache or build_cache(cfg, data, model.config.image_size)
+    cache = _shared_cache(cfg, data, model.config.image_size, dist)
 
     saved_world = int(ckpt.get("world_size", 1))
     if saved_world != dist.world_size:
@@ -244,20 +264,7 @@ def run_resume(args: argparse.Namespace) -> Path | None:
     manager = (
         CheckpointManager(cfg.output_dir, RESUME_PREFIX, cfg.keep_last, protected=source) if dist.is_main else None
     )
-    trainer = Trainer(
-        cfg,
-        model,
-        data,
-        cache,
-        device,
-        manager,
-        spec,
-        say,
-        dist.rank,
-        dist.world_size,
-        wrap=dist.wrap(device),
-        loss_fn=dist.loss_fn(model, cfg.global_negatives),
-    )
+    trainer = _make_trainer(cfg, model, data, cache, device, manager, spec, say, dist)
     trainer.load_state(ckpt, keep_schedule=keep)
     p = trainer.progress
     where = f"epoch {p.epoch} complete" + (
