@@ -224,14 +224,15 @@ def run_resume(args: argparse.Namespace) -> Path | None:
     rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
     old = ckpt.get("schedule") or _original_schedule(ckpt)
     groups = (ckpt.get("optimizer_state_dict") or {}).get("param_groups") or []
-    lr_now = float(groups[0]["lr"]) if groups else (args.lr or cfg.lr)
+    lr_override = "lr" in changed  # --lr equal to the checkpoint's own setting changes nothing
+    lr_now = float(groups[0]["lr"]) if groups else cfg.lr
     global_step = int(ckpt.get("global_step", (ckpt.get("scheduler_state_dict") or {}).get("last_epoch", 0)))
     ckpt["global_step"] = global_step
     left = remaining_steps(cfg, rank_samples, done, samples_in)
     keep = (
         old is not None
         and ckpt.get("scheduler_state_dict") is not None
-        and args.lr is None
+        and not lr_override
         and schedule_end_step(old) == global_step + left
     )
     if keep:
@@ -239,13 +240,13 @@ def run_resume(args: argparse.Namespace) -> Path | None:
         policy = "schedule kept as saved"
     else:
         warm = max(warmup_end_step(old) - global_step, 0) if old else 0
-        peak = args.lr if args.lr is not None else (peak_lr(old) if old and warm else lr_now)
+        peak = cfg.lr if lr_override else (peak_lr(old) if old and warm else lr_now)
         spec = continuation_spec(lr_now, peak, warm, left, global_step)
         why = [
             w
             for w, hit in (
                 ("no scheduler state in the checkpoint", old is None or not ckpt.get("scheduler_state_dict")),
-                ("--lr given", args.lr is not None),
+                ("--lr given", lr_override),
                 ("the plan changed", old is not None and schedule_end_step(old) != global_step + left),
             )
             if hit
