@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,33 +107,6 @@ def _shared_cache(cfg: TrainConfig, data: TrainingData, image_size: int, dist: D
     return cache or build_cache(cfg, data, image_size)
 
 
-def _make_trainer(
-    cfg: TrainConfig,
-    model: FashionVLP,
-    data: TrainingData,
-    cache: ImageCache,
-    device: torch.device,
-    manager: CheckpointManager | None,
-    spec: dict[str, Any],
-    say: Callable[..., None],
-    dist: DistContext,
-) -> Trainer:
-    return Trainer(
-        cfg,
-        model,
-        data,
-        cache,
-        device,
-        manager,
-        spec,
-        say,
-        dist.rank,
-        dist.world_size,
-        wrap=dist.wrap(device),
-        loss_fn=dist.loss_fn(model, cfg.global_negatives),
-    )
-
-
 def run_train(cfg: TrainConfig) -> Path | None:
     dist = distributed.setup(cfg.device)
     say = dist.printer()
@@ -150,7 +122,7 @@ def run_train(cfg: TrainConfig) -> Path | None:
     rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
     spec = onecycle_spec(cfg.lr, remaining_steps(cfg, rank_samples, 0, 0))
     manager = CheckpointManager(cfg.output_dir, TRAIN_PREFIX, cfg.keep_last) if dist.is_main else None
-    trainer = _make_trainer(cfg, model, data, cache, device, manager, spec, say, dist)
+    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist)
     log = RunLog(cfg.output_dir, dist.is_main)
     say(
         f"training {cfg.preset} on {device}: {len(data.triplets())} triplets, batch {cfg.batch} x "
@@ -265,7 +237,7 @@ def run_resume(args: argparse.Namespace) -> Path | None:
     manager = (
         CheckpointManager(cfg.output_dir, RESUME_PREFIX, cfg.keep_last, protected=source) if dist.is_main else None
     )
-    trainer = _make_trainer(cfg, model, data, cache, device, manager, spec, say, dist)
+    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist)
     trainer.load_state(ckpt, keep_schedule=keep)
     p = trainer.progress
     where = f"epoch {p.epoch} complete" + (

@@ -98,18 +98,18 @@ class Trainer:
         manager: CheckpointManager | None,
         schedule: dict[str, Any],
         log: Callable[[str], None] = print,
-        rank: int = 0,
-        world_size: int = 1,
-        wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        dist: distributed.DistContext | None = None,
     ):
+        """`dist`: this process's place in a torchrun job (None: a single process, nothing wrapped)."""
+        dist = dist or distributed.DistContext()
         self.cfg, self.data, self.cache, self.device, self.manager, self.log = cfg, data, cache, device, manager, log
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size = rank, world_size = dist.rank, dist.world_size
         self.model = model.to(device)
         self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        wrap = dist.wrap(device)
         if wrap is not None:
             self.train_model = wrap(self.train_model)
-        self.loss_fn = loss_fn or self.model.loss
+        self.loss_fn = dist.loss_fn(self.model, cfg.global_negatives) or self.model.loss
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=ADAMW_LR, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
         )
