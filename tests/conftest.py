@@ -37,3 +37,14 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stand_in_images() -> StandIns:
     """`stand_in_images(folder, ids, size=8, ext="png") -> paths`."""
     return write_stand_in_images
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 demo images (seed 3): what the small training runs of the tests train on."""
+    return make_demo_data(tmp_path_factory.mktemp("small_demo"), images=120, seed=3)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")

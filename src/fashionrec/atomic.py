@@ -30,10 +30,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(e)
+        if cause is not None and cause is not e:  # e.g. torch's writer reports a full disk as a RuntimeError
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
         raise
     fsync_dir(path.parent)
+
+
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    """The operating-system error behind `error`, if any (itself, or what it was raised from)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from fashionrec.cli.main import main
-from fashionrec.data.args import (
-    add_dataset_args,
-    add_preprocess_args,
-    cache_from_args,
-    preprocess_config_from_args,
-    splits_from_args,
-)
 from fashionrec.data.fashioniq import load_split
-from fashionrec.data.preprocess import PreprocessConfig
+from fashionrec.data.images import load_split_with_images
 from fashionrec.errors import UserError
 
 
@@ -117,12 +109,6 @@ def test_make_demo_data_refuses_too_few_images(tmp_path: Path, capsys) -> None:
     assert code == 2 and err == "error: --images must be at least 6, got 2\n"
 
 
-def dataset_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_dataset_args(parser)
-    return parser.parse_args(list(argv))
-
-
 def test_missing_images_fail_unless_skipped(demo_data: Path, tmp_path: Path, capsys) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -130,12 +116,11 @@ def test_missing_images_fail_unless_skipped(demo_data: Path, tmp_path: Path, cap
     for i in val.gallery[1:]:
         (images / f"{i}.png").symlink_to(demo_data / f"images/{i}.png")
     gone = val.gallery[0]
-    argv = ["--path-file", str(demo_data), "--path-folder", str(images), "--categories", "shirt"]
-    message = f"1 images of the val split are missing from {images} .first: {gone}\\)"
+    message = f"1 images of the val split are missing from {images} .first: {gone}\\); pass --skip-missing"
     with pytest.raises(UserError, match=message):
-        splits_from_args(dataset_args(*argv), "val")
+        load_split_with_images(demo_data, images, "val", ["shirt"])
 
-    kept = splits_from_args(dataset_args(*argv, "--skip-missing"), "val")["shirt"]
+    kept = load_split_with_images(demo_data, images, "val", ["shirt"], skip_missing=True)["shirt"]
     expected = [t for t in val.triplets if gone not in (t.candidate, t.target)]
     assert kept.triplets == expected and gone not in kept.gallery
     dropped = len(val.triplets) - len(expected)
@@ -143,19 +128,3 @@ def test_missing_images_fail_unless_skipped(demo_data: Path, tmp_path: Path, cap
     err = capsys.readouterr().err
     total = len(val.triplets)
     assert err == f"--skip-missing: dropped {dropped} of {total} val queries with missing images\n"
-
-
-def test_preprocess_flags_make_the_config_and_cache(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    add_preprocess_args(parser)
-    defaults = parser.parse_args([])
-    assert preprocess_config_from_args(defaults) == PreprocessConfig()
-    assert cache_from_args(defaults).root.parent == Path("cache")
-    args = parser.parse_args(
-        ["--cache-dir", str(tmp_path), "--image-size", "96", "--crop", "none", "--landmarks", "mediapipe"]
-    )
-    assert preprocess_config_from_args(args) == PreprocessConfig(96, "none", "mediapipe", None)
-    cache = cache_from_args(args)
-    assert cache.root.parent == tmp_path and cache.config == PreprocessConfig(96, "none", "mediapipe")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--crop", "sam"])

@@ -14,6 +14,8 @@ from PIL import Image
 
 from fashionrec.index import Recommender
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 CHROMIUM = os.environ.get("FASHIONREC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Only loopback traffic: no sandbox (containers), no GPU, nothing phoning home.
 CHROMIUM_ARGS = [

@@ -1,22 +1,10 @@
-"""Small training runs for the train tests: a one-category demo dataset and CLI helpers."""
+"""CLI flags of the small training runs of the train tests (on the session's `small_data`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from fashionrec.data.demo import make_demo_data
-
-
-@pytest.fixture(scope="session")
-def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_demo_data(tmp_path_factory.mktemp("small_demo"), images=120, seed=3)
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fashionrec.errors import UserError
-from fashionrec.train import checkpoint as ckpt_mod
+from fashionrec.model import checkpoint_format
 from fashionrec.train.checkpoint import CheckpointManager, load_checkpoint, parse_periodic
 
 
@@ -42,7 +42,7 @@ def test_a_crash_mid_save_leaves_the_previous_file_intact(tmp_path, monkeypatch)
         f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError("disk vanished")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", crash)
+    monkeypatch.setattr(checkpoint_format.torch, "save", crash)
     with pytest.raises(OSError):
         m.save_epoch(state(1, 9.0), 1, 0.25)
     assert path.read_bytes() == before
@@ -52,8 +52,7 @@ def test_a_crash_mid_save_leaves_the_previous_file_intact(tmp_path, monkeypatch)
 def test_temp_files_of_a_killed_save_are_removed_and_never_loaded(tmp_path):
     good = CheckpointManager(tmp_path, "optimized_model").save_epoch(state(1), 1, 0.1)
     (tmp_path / ".optimized_model_epoch_2_recall_0.2000.pt.abc123.tmp").write_bytes(b"partial")
-    _, chosen = load_checkpoint(tmp_path)
-    assert chosen == good
+    assert load_checkpoint(tmp_path).path == good
     CheckpointManager(tmp_path, "resumed_model")
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -63,11 +62,10 @@ def test_folder_mode_picks_the_newest_by_progress_and_falls_back_past_corrupt_fi
     m.save_epoch(state(1), 1, 0.9)
     step = m.save_step(state(1), 2, 5)
     newest = m.save_epoch(state(2), 2, 0.1)
-    assert load_checkpoint(tmp_path)[1] == newest
+    assert load_checkpoint(tmp_path).path == newest
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
     messages = []
-    _, chosen = load_checkpoint(tmp_path, log=messages.append)
-    assert chosen == step
+    assert load_checkpoint(tmp_path, log=messages.append).path == step
     assert "falling back" in messages[0] and newest.name in messages[0]
 
 

@@ -36,15 +36,17 @@ from train_helpers import assert_same_training, final_checkpoint, load
 from fashionrec.cli.main import main
 from fashionrec.data.demo import make_demo_data
 from fashionrec.eval.retrieval import EvalSettings, evaluate, shard
-from fashionrec.model import create_model
+from fashionrec.model import checkpoint_format, create_model
 from fashionrec.model.config import ModelConfig
 from fashionrec.model.fashionvlp import FashionVLP
-from fashionrec.model.hub import model_from_checkpoint
+from fashionrec.model.hub import load_model
 from fashionrec.model.tokenizer import TextTokenizer
 from fashionrec.train import main as train_main
 from fashionrec.train.data import build_cache, load_training_data
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.trainer import Trainer
+
+pytestmark = pytest.mark.slow  # starts real processes
 
 TRAIN_TRIPLETS = 36  # even: no DistributedSampler padding; 18 per rank = batches of 4, 4, 4, 4, 2
 BATCH = 4
@@ -285,13 +287,13 @@ def test_sharded_validation_equals_single_process_metric_of_the_same_checkpoint(
     events = [json.loads(line) for line in (ddp_pinned / "training_log.jsonl").read_text().splitlines()]
     sharded = [e["metrics"] for e in events if e["event"] == "epoch"]
     assert len(sharded) == 2
-    cfg = load(final_checkpoint(ddp_pinned))["train_config"]
+    cfg = checkpoint_format.read(final_checkpoint(ddp_pinned)).train_config
     data = load_training_data(TrainConfig.from_dict(cfg), lambda *_: None)
     assert len(data.val_splits["dress"].gallery) % 2 == 1  # the second rank's shard is padded
     settings = EvalSettings(device=torch.device("cpu"), batch_size=BATCH, seed=cfg["seed"])
     for epoch, metrics in enumerate(sharded, start=1):
         path = next(ddp_pinned.glob(f"optimized_model_epoch_{epoch}_recall_*.pt"))
-        model = model_from_checkpoint(load(path), str(path))
+        model = load_model(path)
         cache = build_cache(TrainConfig.from_dict(cfg), data, model.config.image_size)
         single = evaluate(model, data.val_splits, cache, settings)
         assert single.keys() == metrics.keys()

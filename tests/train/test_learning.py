@@ -3,10 +3,13 @@ data on the CPU must rank the right target far above chance."""
 
 from __future__ import annotations
 
+import pytest
 from train_helpers import final_checkpoint, load, run_cli
 
 from fashionrec.data.demo import make_demo_data
 from fashionrec.data.fashioniq import load_split
+
+pytestmark = pytest.mark.slow  # starts real processes
 
 
 def test_tiny_preset_learns_demo_data(tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from train_helpers import assert_same_training, final_checkpoint, load, run_cli
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 EPOCHS = "3"
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from train_helpers import final_checkpoint, load, run_cli
 
+pytestmark = pytest.mark.slow  # starts real processes
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "run_resume_training.sh"
 

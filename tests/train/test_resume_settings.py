@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import final_checkpoint, load, run_cli
+from train_helpers import final_checkpoint, load, run_cli, save
+
+pytestmark = pytest.mark.slow  # starts real processes
 
 ORIGINAL_KEYS = (
     "epoch",
@@ -73,7 +75,7 @@ def test_lr_override_is_the_peak_of_the_remaining_schedule(start, train_args):
 def test_checkpoint_without_scheduler_state_gets_a_new_schedule(start, train_args):
     ckpt = load(start)
     del ckpt["scheduler_state_dict"], ckpt["schedule"]
-    torch.save(ckpt, start)
+    save(start, ckpt)
     out = run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", "3")
     assert "no scheduler state" in out.stdout
     assert load(final_checkpoint(start.parent, "resumed"))["epoch"] == 3

@@ -6,15 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from fashionrec.data.args import add_dataset_args
 from fashionrec.data.demo import make_demo_data
 from fashionrec.data.fashioniq import SPLITS, load_split
 from fashionrec.data.images import check_images_folder, missing_images
+from fashionrec.options import add_dataset_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("dataset-info", help="count queries, gallery and missing images per category")
-    add_dataset_args(info, skip_missing=False)
+    add_dataset_options(info, skip_missing=False)
     info.add_argument("--split", choices=SPLITS, default="val")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     info.set_defaults(func=dataset_info)

@@ -12,8 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from fashionrec.errors import UserError
 
 MARKER = ".fashionrec-demo"
@@ -38,20 +36,6 @@ def _prepare(out: Path) -> None:
     (out / MARKER).write_text("made by `fashionrec demo`; safe to delete\n")
     for old in ("runs", "index"):
         shutil.rmtree(out / old, ignore_errors=True)
-
-
-def _same_training(a: Path, b: Path) -> list[str]:
-    """Names of tensors or histories that differ between two checkpoints (empty: bit-identical)."""
-    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
-    diffs = [k for k, v in ca["model_state_dict"].items() if not torch.equal(v, cb["model_state_dict"][k])]
-    for pid, state in ca["optimizer_state_dict"]["state"].items():
-        diffs += [
-            f"optimizer.{pid}.{n}"
-            for n, v in state.items()
-            if not torch.equal(torch.as_tensor(v), torch.as_tensor(cb["optimizer_state_dict"]["state"][pid][n]))
-        ]
-    diffs += [k for k in ("train_losses", "val_recalls", "epoch") if ca[k] != cb[k]]
-    return diffs
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -99,7 +83,9 @@ def run_demo(args: argparse.Namespace) -> int:
     _step("4b. resume it from its checkpoint folder", ["resume", "--checkpoint", str(parted), *common])
     final = next(full.glob("final_optimized_model_*.pt"))
     resumed = next(parted.glob("final_resumed_model_*.pt"))
-    diffs = _same_training(final, resumed)
+    from fashionrec.model.checkpoint_format import differences, read
+
+    diffs = differences(read(final), read(resumed))
     print(
         "\nresumed run vs uninterrupted run: "
         + ("bit-identical (weights, optimizer state, histories)" if not diffs else f"DIFFERENT: {diffs[:5]}")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fashionrec import options as opt
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("index", help="encode a folder of catalog images into a search index")
@@ -22,17 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)",
     )
     p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="images per model call (default: 64)")
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path("cache"),
-        help="preprocessing cache, shared with training (default: cache)",
-    )
-    p.add_argument("--crop", help="override the checkpoint's crop backend (none, foreground, yolo)")
-    p.add_argument("--landmarks", help="override the checkpoint's landmarks backend (none, mediapipe)")
-    p.add_argument("--yolo-weights", help="weights file for --crop yolo")
-    _add_device(p)
+    opt.add_options(p, opt.BATCH, opt.CACHE_DIR, opt.DEVICE)
+    # Preprocessing: the checkpoint's own unless overridden here.
+    opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS)
     p.set_defaults(func=run_index)
 
     p = subparsers.add_parser("recommend", help="top-k catalog items for a reference image and a text change")
@@ -47,31 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model_and_index(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument(
-        "--threads",
-        type=_positive,
-        default=1,
-        help="CPU threads for the model and each search (default: 1; concurrency comes from "
-        "batching requests, more threads help a large model on a dedicated CPU)",
-    )
+    # One thread by default: concurrency comes from batching requests; more help a large model on its own CPU.
+    opt.THREADS.with_default(1).add_to(p)
     p.set_defaults(func=run_serve)
 
 
 def _add_model_and_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint the index was built with")
     p.add_argument("--index", required=True, type=Path, help="index folder from `fashionrec index`")
-    _add_device(p)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    opt.DEVICE.add_to(p)
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -86,8 +64,8 @@ def run_index(args: argparse.Namespace) -> int:
         collection=args.collection,
         approx_threshold=args.approx_threshold,
         rebuild=args.rebuild,
-        batch_size=args.batch_size,
-        cache_dir=args.cache_dir,
+        batch_size=args.batch,
+        cache_dir=Path(args.cache_dir),
         device=args.device,
         crop=args.crop,
         landmarks=args.landmarks,

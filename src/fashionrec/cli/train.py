@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fashionrec.train.params import add_train_arguments, config_from_args
+from fashionrec.train.params import add_train_arguments, config_from_args, explicit_settings
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from fashionrec.train.main import run_resume
 
-    run_resume(args)
+    run_resume(args.checkpoint, explicit_settings(args))
     return 0
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fashionrec.data.fashioniq import CategorySplit
+from fashionrec.data.fashioniq import CategorySplit, load_split
 from fashionrec.errors import UserError
 
 # An id resolves to the first of these that exists (the order settles an id present twice).
@@ -22,15 +23,6 @@ def check_images_folder(folder: str | Path) -> Path:
     if not path.is_dir():
         raise UserError(f"images folder not found: {path}")
     return path
-
-
-def resolve_image(folder: str | Path, image_id: str) -> Path | None:
-    """The file of one id (`<id>.jpg`, `.png` or `.jpeg`), or None when there is none."""
-    for ext in IMAGE_EXTENSIONS:
-        path = Path(folder) / f"{image_id}{ext}"
-        if path.is_file():
-            return path
-    return None
 
 
 def resolve_images(folder: str | Path, ids: Iterable[str]) -> dict[str, Path]:
@@ -67,6 +59,39 @@ def drop_missing(split: CategorySplit, path_folder: str | Path) -> tuple[Categor
     gallery = [i for i in split.gallery if i in found]
     kept = dataclasses.replace(split, triplets=triplets, gallery=gallery)
     return kept, len(split.triplets) - len(triplets)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def load_split_with_images(
+    path_file: str | Path,
+    path_folder: str | Path,
+    split: str,
+    categories: Sequence[str] | None = None,
+    skip_missing: bool = False,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, CategorySplit]:
+    """One split whose images must all be in `path_folder`; with `skip_missing` the queries whose images
+    are absent are dropped instead, with a one-line report."""
+    splits = load_split(path_file, split, categories)
+    folder = check_images_folder(path_folder)
+    absent = missing_images(splits.values(), folder)
+    if not absent:
+        return splits
+    if not skip_missing:
+        raise UserError(
+            f"{len(absent)} images of the {split} split are missing from {folder} "
+            f"(first: {absent[0]}); pass --skip-missing to drop their queries"
+        )
+    total = sum(len(s.triplets) for s in splits.values())
+    dropped = 0
+    for name, category in splits.items():
+        splits[name], n = drop_missing(category, folder)
+        dropped += n
+    log(f"--skip-missing: dropped {dropped} of {total} {split} queries with missing images")
+    return splits
 
 
 def image_paths(splits: Iterable[CategorySplit], folder: str | Path) -> dict[str, Path]:

@@ -16,6 +16,7 @@ from fashionrec.index.backends import new_backend
 from fashionrec.index.encoder import Encoder
 from fashionrec.index.manifest import MANIFEST, Item, Manifest, load_manifest
 from fashionrec.index.scan import file_sha256, scan_images
+from fashionrec.options import DEFAULT_CACHE_DIR
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def build_index(
     approx_threshold: int | None = None,
     rebuild: bool = False,
     batch_size: int = 64,
-    cache_dir: Path = Path("cache"),
+    cache_dir: Path = Path(DEFAULT_CACHE_DIR),
     device: str = "auto",
     encoder: Encoder | None = None,
     **preprocess: Any,

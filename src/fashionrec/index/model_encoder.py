@@ -18,24 +18,10 @@ from tqdm import tqdm
 
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
+from fashionrec.device import resolve_device
 from fashionrec.model import FashionVLP, load_model
-from fashionrec.model.hub import model_from_checkpoint, read_checkpoint
 
-PREPROCESS_FIELDS = ("crop", "landmarks", "yolo_weights")
 Query = tuple[PreprocessedImage, list[int], list[int]]
-
-
-def load_checkpoint(checkpoint: Path) -> tuple[FashionVLP, dict[str, Any]]:
-    """The model in eval mode and the preprocessing it was trained with: a training checkpoint records it
-    in `train_config`; a save_pretrained directory does not, so the defaults apply."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        return load_model(checkpoint), {}
-    ckpt = read_checkpoint(checkpoint)  # read once: it holds both the weights and the settings
-    train_config = ckpt.get("train_config") or {}
-    return model_from_checkpoint(ckpt, str(checkpoint)).eval(), {
-        name: train_config[name] for name in PREPROCESS_FIELDS if name in train_config
-    }
 
 
 def fingerprint(model: FashionVLP) -> str:
@@ -58,7 +44,7 @@ class ModelEncoder:
     def __init__(
         self, model: FashionVLP, preprocess: PreprocessConfig, cache_dir: Path | None = None, device: str = "auto"
     ) -> None:
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.config = preprocess
         self.cache_dir = cache_dir
@@ -75,15 +61,15 @@ class ModelEncoder:
     @classmethod
     def load(cls, checkpoint: Path, cache_dir: Path, device: str = "auto", **overrides: Any) -> ModelEncoder:
         """For indexing: the checkpoint's own preprocessing unless `overrides` (crop=...) say otherwise."""
-        model, trained = load_checkpoint(checkpoint)
-        settings = {**trained, **{k: v for k, v in overrides.items() if v is not None}}
+        model = load_model(checkpoint)
+        settings = {**model.config.preprocess, **{k: v for k, v in overrides.items() if v is not None}}
         config = PreprocessConfig(image_size=model.config.image_size, **settings)
         return cls(model, config, cache_dir, device)
 
     @classmethod
     def for_catalog(cls, checkpoint: Path, preprocess: Mapping[str, Any], device: str = "auto") -> ModelEncoder:
         """For querying: exactly the preprocessing the catalog was encoded with."""
-        model, _ = load_checkpoint(checkpoint)
+        model = load_model(checkpoint)
         return cls(model, PreprocessConfig(**preprocess), device=device)
 
     def encode_catalog(self, paths: Mapping[str, Path], batch_size: int = 64) -> np.ndarray:
@@ -123,12 +109,6 @@ class ModelEncoder:
             if self._preprocessor is None:
                 self._preprocessor = Preprocessor(self.config)
             return self._preprocessor
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _image_tensors(items: Sequence[PreprocessedImage], device: torch.device) -> Iterator[torch.Tensor]:

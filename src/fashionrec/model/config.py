@@ -82,5 +82,7 @@ def preset_config(name: str) -> ModelConfig:
             text=dict(BERT_BASE),
             max_text_len=40,
             text_model="bert-base-uncased",
+            # FashionVLP's landmark tokens need landmarks: MediaPipe body pose stands in for garment landmarks.
+            preprocess={"crop": "foreground", "landmarks": "mediapipe", "yolo_weights": None},
         )
     raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

@@ -1,4 +1,5 @@
-"""The checkpoint manager: the one place that names, writes, prunes, finds and loads checkpoint files.
+"""The checkpoint manager: the one place that names, writes, prunes and finds checkpoint files (what is
+inside them, and reading them back, is `fashionrec.model.checkpoint_format`'s).
 
 File names (prefix `optimized_model` for `train`, `resumed_model` for `resume`):
   {prefix}_epoch_{E}_recall_{R:.4f}.pt     end of epoch E (E epochs complete)
@@ -6,7 +7,7 @@ File names (prefix `optimized_model` for `train`, `resumed_model` for `resume`):
   best_{prefix}_recall_{R:.4f}.pt          best validation Recall@10 so far (replaced only by a better one)
   final_{prefix}_epoch_{E}_recall_{R:.4f}.pt
 Every write is atomic (temp file, fsync, rename, fsync of the folder): a crash mid-save leaves the previous
-files intact. Loading uses torch.load(weights_only=True)."""
+files intact."""
 
 from __future__ import annotations
 
@@ -17,18 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
-from fashionrec.model.hub import read_checkpoint
+from fashionrec.model import checkpoint_format
+from fashionrec.model.checkpoint_format import Checkpoint
 
 TRAIN_PREFIX = "optimized_model"
 RESUME_PREFIX = "resumed_model"
 
 EPOCH_RE = re.compile(r"^(?P<prefix>\w+?_model)_epoch_(?P<epoch>\d+)_recall_(?P<recall>[\d.]+)\.pt$")
 STEP_RE = re.compile(r"^(?P<prefix>\w+?_model)_epoch_(?P<epoch>\d+)_step_(?P<step>\d+)\.pt$")
-BEST_RE = re.compile(r"^best_(?P<prefix>\w+?_model)_recall_(?P<recall>[\d.]+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -57,25 +55,21 @@ def periodic_checkpoints(directory: Path) -> list[Periodic]:
     return sorted(found, key=lambda p: (p.progress, p.path.stat().st_mtime_ns))
 
 
-def save_file(state: dict[str, Any], path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(target: str | Path, log=print) -> tuple[dict[str, Any], Path]:
+def load_checkpoint(target: str | Path, log=print) -> Checkpoint:
     """A checkpoint file, or the newest checkpoint in a folder that loads cleanly (older ones are tried
-    in turn when the newest is truncated or corrupt, and the fallback is reported)."""
+    in turn when the newest is truncated, corrupt or fails its digest, and the fallback is reported)."""
     target = Path(target)
     if not target.exists():
         raise UserError(f"Checkpoint not found: {target}")
     if target.is_file():
-        return read_checkpoint(target), target
+        return checkpoint_format.read(target)
     candidates = [p.path for p in reversed(periodic_checkpoints(target))]
     candidates += sorted(target.glob("final_*.pt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     if not candidates:
         raise UserError(f"Checkpoint not found: no checkpoint files in {target}")
     for path in candidates:
         try:
-            return read_checkpoint(path), path
+            return checkpoint_format.read(path)
         except UserError as e:
             log(f"warning: skipping unreadable checkpoint ({e}); falling back to the previous one")
     raise UserError(f"no checkpoint in {target} loads cleanly")
@@ -94,15 +88,15 @@ class CheckpointManager:
         self._remove_stale_temp_files()
 
     def _remove_stale_temp_files(self) -> None:
-        """Temp files of a save that was killed mid-write: never valid, safe to drop."""
-        for tmp in self.directory.glob(".*.pt.*.tmp"):
+        """Temp files of a write that was killed (checkpoints, links, logs, plots): never valid, safe to drop."""
+        for tmp in self.directory.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
     def _write(self, state: dict[str, Any], name: str) -> Path:
         path = self.directory / name
         if path.resolve() in self.protected:
             raise UserError(f"refusing to overwrite the checkpoint this run started from: {path}")
-        save_file(state, path)
+        checkpoint_format.write(path, state)
         return path
 
     def save_epoch(self, state: dict[str, Any], epoch: int, recall: float) -> Path:

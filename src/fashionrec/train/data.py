@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import TripletDataset
-from fashionrec.data.fashioniq import CategorySplit, caption_text, load_split
-from fashionrec.data.images import drop_missing, image_paths
+from fashionrec.data.fashioniq import CategorySplit, caption_text
+from fashionrec.data.images import image_paths, load_split_with_images
 from fashionrec.data.preprocess import PreprocessConfig
 from fashionrec.train.params import TrainConfig
 
@@ -41,7 +41,6 @@ class ResumableSampler(DistributedSampler):
 class TrainingData:
     train_splits: dict[str, CategorySplit]
     val_splits: dict[str, CategorySplit]
-    dropped: int
 
     def train_texts(self) -> list[str]:
         """Caption texts for training a WordPiece vocabulary (random-init text models)."""
@@ -52,16 +51,11 @@ class TrainingData:
 
 
 def load_training_data(cfg: TrainConfig, log=print) -> TrainingData:
-    train = load_split(cfg.path_file, "train", cfg.categories)
-    val = load_split(cfg.path_file, cfg.val_split, cfg.categories)
-    dropped = 0
-    if cfg.skip_missing:
-        for splits in (train, val):
-            for name, split in splits.items():
-                splits[name], n = drop_missing(split, cfg.path_folder)
-                dropped += n
-        log(f"--skip-missing: dropped {dropped} triplets whose images are absent")
-    return TrainingData(train, val, dropped)
+    train, val = (
+        load_split_with_images(cfg.path_file, cfg.path_folder, split, cfg.categories, cfg.skip_missing, log)
+        for split in ("train", cfg.val_split)
+    )
+    return TrainingData(train, val)
 
 
 def build_cache(cfg: TrainConfig, data: TrainingData, image_size: int) -> ImageCache:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -11,34 +10,20 @@ from typing import Any
 import torch
 
 from fashionrec.data.cache import ImageCache
+from fashionrec.device import resolve_device, set_threads
 from fashionrec.errors import UserError
 from fashionrec.model import create_model
+from fashionrec.model.checkpoint_format import Checkpoint, load_state_strict
 from fashionrec.model.fashionvlp import FashionVLP
-from fashionrec.model.hub import load_state_strict, model_from_checkpoint
 from fashionrec.train import distributed
 from fashionrec.train.checkpoint import RESUME_PREFIX, TRAIN_PREFIX, CheckpointManager, load_checkpoint
 from fashionrec.train.data import TrainingData, build_cache, load_training_data
 from fashionrec.train.distributed import DistContext
 from fashionrec.train.logs import RunLog
-from fashionrec.train.params import TrainConfig, merge_resume_config
-from fashionrec.train.schedule import (
-    continuation_spec,
-    onecycle_spec,
-    peak_lr,
-    schedule_end_step,
-    steps_per_epoch,
-    warmup_end_step,
-)
+from fashionrec.train.params import TrainConfig
+from fashionrec.train.resume_plan import Saved, plan_resume, resume_settings
+from fashionrec.train.schedule import onecycle_spec, remaining_steps
 from fashionrec.train.trainer import Trainer, TrainingStopped
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def use_deterministic_kernels(enabled: bool) -> None:
@@ -51,16 +36,8 @@ def use_deterministic_kernels(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def remaining_steps(cfg: TrainConfig, rank_samples: int, epochs_done: int, samples_in_epoch: int) -> int:
-    """Optimizer steps from a position (epochs done + samples into the next epoch) to the end of the run."""
-    per_epoch = steps_per_epoch(rank_samples, cfg.batch, cfg.gradient_accumulation)
-    partial = (
-        steps_per_epoch(rank_samples - samples_in_epoch, cfg.batch, cfg.gradient_accumulation)
-        if samples_in_epoch
-        else 0
-    )
-    full_epochs = cfg.epochs - epochs_done - (1 if samples_in_epoch else 0)
-    return partial + max(full_epochs, 0) * per_epoch
+def _cpu_threads(device: torch.device) -> int | None:
+    return torch.get_num_threads() if device.type == "cpu" else None
 
 
 def _on_epoch(log: RunLog, say):
@@ -108,6 +85,7 @@ def _shared_cache(cfg: TrainConfig, data: TrainingData, image_size: int, dist: D
 
 
 def run_train(cfg: TrainConfig) -> Path | None:
+    set_threads(cfg.threads)
     dist = distributed.setup(cfg.device)
     say = dist.printer()
     device = dist.device or resolve_device(cfg.device)
@@ -136,18 +114,9 @@ def run_train(cfg: TrainConfig) -> Path | None:
         dist.close()
 
 
-def _original_schedule(ckpt: dict[str, Any]) -> dict[str, Any] | None:
-    """The schedule of a checkpoint without our `schedule` key: the original system's OneCycleLR."""
-    state = ckpt.get("scheduler_state_dict")
-    groups = (ckpt.get("optimizer_state_dict") or {}).get("param_groups") or []
-    if not state or "total_steps" not in state or not groups or "max_lr" not in groups[0]:
-        return None
-    return onecycle_spec(groups[0]["max_lr"], state["total_steps"])
-
-
-def _model_for_resume(ckpt: dict[str, Any], cfg: TrainConfig, source: Path, train_texts: list[str]) -> FashionVLP:
-    if "model_config" in ckpt:
-        model = model_from_checkpoint(ckpt, str(source))
+def _model_for_resume(ckpt: Checkpoint, cfg: TrainConfig, train_texts: list[str]) -> FashionVLP:
+    if not ckpt.is_original:
+        model = ckpt.build_model()
         if model.config.preset != cfg.preset:
             raise UserError(
                 f"--preset {cfg.preset} contradicts the checkpoint, which holds a {model.config.preset} model"
@@ -155,90 +124,41 @@ def _model_for_resume(ckpt: dict[str, Any], cfg: TrainConfig, source: Path, trai
         return model
     # An original-format checkpoint: rebuild the architecture of the preset the user names, then load strictly.
     model = create_model(cfg.preset, train_texts, pretrained=False, text_model=cfg.text_model)
-    load_state_strict(model, ckpt["model_state_dict"], str(source))
+    load_state_strict(model, ckpt.model_state, str(ckpt.path))
     return model
 
 
-def run_resume(args: argparse.Namespace) -> Path | None:
-    dist = distributed.setup(args.device or "auto")
+def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
+    """Continue the run of `checkpoint` (a file, or a folder: its newest valid file) with the settings the
+    user gave on the command line (`explicit`) over the checkpoint's own."""
+    dist = distributed.setup(explicit.get("device", "auto"))
     say = dist.printer()
-    ckpt, source = load_checkpoint(args.checkpoint, say)
-    saved = ckpt.get("train_config")
-    if saved is None and args.preset is None:
-        raise UserError(f"{source} is an original-format checkpoint (no settings inside): pass --preset")
-    cfg, changed = merge_resume_config(args, saved)
-    if args.output_dir is None:
-        cfg.output_dir = str(source.parent)
-    done = int(ckpt["epoch"])
-    samples_in = int(ckpt.get("samples_in_epoch", 0))
-    if cfg.epochs <= done:
-        message = f"{source.name} has {done} epochs complete and --epochs is {cfg.epochs}: nothing to train"
-        if cfg.epochs < done:
-            raise UserError(message + "; pass a larger --epochs to train further (nothing was written)")
-        say(message + " (nothing was written)")
+    ckpt = load_checkpoint(checkpoint, say)
+    saved = Saved.from_checkpoint(ckpt)
+    cfg, changed = resume_settings(saved, explicit, str(ckpt.path.parent))
+    if cfg.epochs == saved.epoch:
+        say(
+            f"{ckpt.path.name} has {saved.epoch} epochs complete and --epochs is {cfg.epochs}: "
+            "nothing to train (nothing was written)"
+        )
         return None
+    set_threads(cfg.threads)
 
     device = dist.device or resolve_device(cfg.device)
     use_deterministic_kernels(cfg.deterministic)
     data = load_training_data(cfg, say)
-    model = _model_for_resume(ckpt, cfg, source, data.train_texts())
+    model = _model_for_resume(ckpt, cfg, data.train_texts())
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
     cache = _shared_cache(cfg, data, model.config.image_size, dist)
-
-    saved_world = int(ckpt.get("world_size", 1))
-    if saved_world != dist.world_size:
-        say(
-            f"warning: checkpoint was written by {saved_world} ranks, resuming on {dist.world_size}: "
-            "the data order of the remaining epochs changes (the run is no longer bit-exact)"
-        )
-        samples_in = samples_in * saved_world // dist.world_size
-        ckpt["samples_in_epoch"] = samples_in
-    rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
-    old = ckpt.get("schedule") or _original_schedule(ckpt)
-    groups = (ckpt.get("optimizer_state_dict") or {}).get("param_groups") or []
-    lr_override = "lr" in changed  # --lr equal to the checkpoint's own setting changes nothing
-    lr_now = float(groups[0]["lr"]) if groups else cfg.lr
-    global_step = int(ckpt.get("global_step", (ckpt.get("scheduler_state_dict") or {}).get("last_epoch", 0)))
-    ckpt["global_step"] = global_step
-    left = remaining_steps(cfg, rank_samples, done, samples_in)
-    keep = (
-        old is not None
-        and ckpt.get("scheduler_state_dict") is not None
-        and not lr_override
-        and schedule_end_step(old) == global_step + left
-    )
-    if keep:
-        spec = old
-        policy = "schedule kept as saved"
-    else:
-        warm = max(warmup_end_step(old) - global_step, 0) if old else 0
-        peak = cfg.lr if lr_override else (peak_lr(old) if old and warm else lr_now)
-        spec = continuation_spec(lr_now, peak, warm, left, global_step)
-        why = [
-            w
-            for w, hit in (
-                ("no scheduler state in the checkpoint", old is None or not ckpt.get("scheduler_state_dict")),
-                ("--lr given", lr_override),
-                ("the plan changed", old is not None and schedule_end_step(old) != global_step + left),
-            )
-            if hit
-        ]
-        policy = (
-            f"new continuation schedule ({', '.join(why)}): LR {lr_now:.3g} -> peak {peak:.3g} "
-            f"-> {spec['end_lr']:.3g} over the remaining {left} steps"
-        )
-    for key in ("batch", "gradient_accumulation"):
-        if saved is not None and key in changed:
-            say(
-                f"warning: --{key.replace('_', '-')} differs from the checkpoint's ({saved[key]} -> "
-                f"{getattr(cfg, key)}); the schedule is re-sized to the remaining steps"
-            )
-
+    plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), _cpu_threads(device))
+    for warning in plan.warnings:
+        say(f"warning: {warning}")
+    spec, source = plan.schedule, ckpt.path
     manager = (
         CheckpointManager(cfg.output_dir, RESUME_PREFIX, cfg.keep_last, protected=source) if dist.is_main else None
     )
     trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist)
-    trainer.load_state(ckpt, keep_schedule=keep)
+    trainer.load_state(ckpt, plan.keep_schedule, plan.samples_in_epoch)
     p = trainer.progress
     where = f"epoch {p.epoch} complete" + (
         f", {p.samples_in_epoch} samples into epoch {p.epoch + 1}" if p.samples_in_epoch else ""
@@ -246,7 +166,7 @@ def run_resume(args: argparse.Namespace) -> Path | None:
     best = f"{100 * p.best_recall:.2f}%" if p.best_recall >= 0 else "none yet"
     say(
         f"resuming from {source} ({where}, step {p.global_step}); previous best R@10 {best}; "
-        f"LR {trainer.optimizer.param_groups[0]['lr']:.3g}; {policy}"
+        f"LR {trainer.optimizer.param_groups[0]['lr']:.3g}; {plan.policy}"
     )
     log = RunLog(cfg.output_dir, dist.is_main)
     log.event(

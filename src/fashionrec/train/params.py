@@ -1,4 +1,5 @@
-"""Training settings: one dataclass, and the `train` / `resume` flag parsers built from it.
+"""Training settings: one dataclass whose fields carry their flag, help and check. The `train` and
+`resume` parsers and the set of settings a resume may change are generated from it.
 
 `resume` takes every `train` flag with no default: a flag the user leaves out keeps the checkpoint's value
 (or the guide's default for checkpoints that carry no settings)."""
@@ -10,242 +11,210 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from fashionrec import options as opt
+from fashionrec.data.fashioniq import SPLITS
 from fashionrec.errors import UserError
-from fashionrec.model.config import PRESETS
+from fashionrec.model.config import PRESETS, preset_config
 
-CATEGORIES = ("dress", "shirt", "toptee")
+
+def setting(option: opt.Option, *, changeable: bool) -> Any:
+    """A TrainConfig field defined by its command-line `option`. `changeable`: a resume may set another
+    value than the checkpoint's (otherwise it must match)."""
+    return dataclasses.field(default=option.default, metadata={"option": option, "changeable": changeable})
+
+
+def _preset_default(option: opt.Option) -> opt.Option:
+    return dataclasses.replace(option, help=option.help + " (default: the preset's)")
 
 
 @dataclass
 class TrainConfig:
-    path_file: str = ""
-    path_folder: str = ""
-    categories: tuple[str, ...] = CATEGORIES
-    skip_missing: bool = False
-    batch: int = 64
-    epochs: int = 100
-    gradient_accumulation: int = 2
-    mixed_precision: bool = False
-    fast_validation: bool = False
-    fast_validation_queries: int = 500
-    cache_dir: str = "cache"
-    crop: str = "foreground"
-    landmarks: str = "none"
-    yolo_weights: str | None = None
-    preset: str = "paper"
-    pretrained: bool = True
-    text_model: str | None = None
-    backbone_weights: str | None = None
-    lr: float = 3e-4  # the one-cycle peak (AdamW's own lr of 4e-4 is replaced by the schedule, as originally)
-    weight_decay: float = 0.01
-    output_dir: str = "checkpoints"
-    seed: int = 42
-    device: str = "auto"
-    num_workers: int = 2
-    compile: bool = False
-    deterministic: bool = False
-    save_every_steps: int = 0
-    keep_last: int = 0
-    stop_after_epochs: int | None = None
-    val_split: str = "val"
-    global_negatives: bool = False
+    path_file: str = setting(opt.PATH_FILE.with_default(""), changeable=True)
+    path_folder: str = setting(opt.PATH_FOLDER.with_default(""), changeable=True)
+    categories: tuple[str, ...] | None = setting(opt.CATEGORIES, changeable=False)
+    skip_missing: bool = setting(opt.SKIP_MISSING, changeable=True)
+    batch: int = setting(opt.BATCH.with_default(64), changeable=True)
+    epochs: int = setting(
+        opt.Option("--epochs", 100, "total epochs of the run (not the remainder)", type=opt.positive_int),
+        changeable=True,
+    )
+    gradient_accumulation: int = setting(
+        opt.Option("--gradient-accumulation", 2, "micro-batches per optimizer step", type=opt.positive_int),
+        changeable=True,
+    )
+    mixed_precision: bool = setting(
+        opt.Option(
+            "--mixed-precision",
+            False,
+            "bf16 autocast where supported, else fp16 with a grad scaler on CUDA",
+            switch=True,
+        ),
+        changeable=True,
+    )
+    fast_validation: bool = setting(
+        opt.Option(
+            "--fast-validation",
+            False,
+            "validate on a fixed, seeded subset of queries against the full gallery",
+            switch=True,
+        ),
+        changeable=True,
+    )
+    fast_validation_queries: int = setting(
+        opt.Option(
+            "--fast-validation-queries", 500, "queries per category with --fast-validation", type=opt.positive_int
+        ),
+        changeable=True,
+    )
+    cache_dir: str = setting(opt.CACHE_DIR, changeable=True)
+    crop: str | None = setting(
+        _preset_default(opt.CROP),
+        changeable=False,
+    )
+    landmarks: str | None = setting(
+        _preset_default(opt.LANDMARKS),
+        changeable=False,
+    )
+    yolo_weights: str | None = setting(opt.YOLO_WEIGHTS, changeable=True)
+    preset: str = setting(opt.Option("--preset", "paper", "model preset", choices=PRESETS), changeable=False)
+    pretrained: bool = setting(
+        opt.Option(
+            "--pretrained",
+            True,
+            "start from pretrained weights (downloaded by name, or local files); --no-pretrained: random init",
+            switch=True,
+        ),
+        changeable=True,
+    )
+    text_model: str | None = setting(
+        opt.Option("--text-model", None, "BERT-family model: a directory or a Hugging Face model id"),
+        changeable=True,
+    )
+    backbone_weights: str | None = setting(
+        opt.Option("--backbone-weights", None, "ResNet-50 weights file (default: torchvision's ImageNet weights)"),
+        changeable=True,
+    )
+    # The one-cycle peak (AdamW's own lr of 4e-4 is replaced by the schedule, as in the original system).
+    lr: float = setting(
+        opt.Option(
+            "--lr",
+            3e-4,
+            "peak learning rate of the one-cycle schedule; on resume, the peak of the remaining schedule",
+            type=opt.positive_float,
+        ),
+        changeable=True,
+    )
+    weight_decay: float = setting(
+        opt.Option("--weight-decay", 0.01, "AdamW weight decay", type=opt.non_negative_float), changeable=False
+    )
+    output_dir: str = setting(
+        opt.Option("--output-dir", "checkpoints", "checkpoint folder (resume: default the checkpoint's folder)"),
+        changeable=True,
+    )
+    seed: int = setting(opt.Option("--seed", 42, "seed for initialisation and data order", type=int), changeable=False)
+    device: str = setting(opt.DEVICE, changeable=True)
+    num_workers: int = setting(opt.NUM_WORKERS, changeable=True)
+    threads: int | None = setting(opt.THREADS, changeable=True)
+    compile: bool = setting(opt.Option("--compile", False, "torch.compile the model", switch=True), changeable=True)
+    deterministic: bool = setting(
+        opt.Option(
+            "--deterministic",
+            False,
+            "deterministic kernels only, so a GPU resume is bit-exact too (slower)",
+            switch=True,
+        ),
+        changeable=True,
+    )
+    save_every_steps: int = setting(
+        opt.Option(
+            "--save-every-steps",
+            0,
+            "also checkpoint every N optimizer steps inside an epoch (0: off)",
+            type=opt.non_negative_int,
+        ),
+        changeable=True,
+    )
+    keep_last: int = setting(
+        opt.Option(
+            "--keep-last",
+            0,
+            "keep only the newest N periodic checkpoints (0: keep all; best and final are never pruned)",
+            type=opt.non_negative_int,
+        ),
+        changeable=True,
+    )
+    stop_after_epochs: int | None = setting(
+        opt.Option(
+            "--stop-after-epochs",
+            None,
+            "stop (resumably) once this many epochs are complete, keeping the schedule of --epochs",
+            type=opt.positive_int,
+        ),
+        changeable=True,
+    )
+    val_split: str = setting(
+        opt.Option("--val-split", "val", "split used for validation", choices=SPLITS), changeable=False
+    )
+    global_negatives: bool = setting(
+        opt.Option("--global-negatives", False, "distributed: contrast against the targets of every rank", switch=True),
+        changeable=False,
+    )
+
+    def __post_init__(self) -> None:
+        """Crop and landmark backends left unset take the preset's (the paper's model uses landmarks)."""
+        if self.crop is None or self.landmarks is None:
+            preset = preset_config(self.preset).preprocess
+            self.crop = self.crop or preset["crop"]
+            self.landmarks = self.landmarks or preset["landmarks"]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["categories"] = list(self.categories)
+        d["categories"] = list(self.categories) if self.categories is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in known})
-        cfg.categories = tuple(cfg.categories)
+        if cfg.categories is not None:
+            cfg.categories = tuple(cfg.categories)
         return cfg
 
 
+def _fields() -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(TrainConfig)
+
+
 # Settings a resumed run may change; any other flag must equal the checkpoint's value.
-CHANGEABLE = {
-    "path_file",
-    "path_folder",
-    "skip_missing",
-    "batch",
-    "epochs",
-    "gradient_accumulation",
-    "mixed_precision",
-    "fast_validation",
-    "fast_validation_queries",
-    "cache_dir",
-    "lr",
-    "output_dir",
-    "device",
-    "num_workers",
-    "compile",
-    "deterministic",
-    "save_every_steps",
-    "keep_last",
-    "stop_after_epochs",
-    "yolo_weights",
-    "text_model",
-    "backbone_weights",
-    "pretrained",
-}
-
-
-def _categories(text: str) -> tuple[str, ...]:
-    cats = tuple(c.strip() for c in text.split(",") if c.strip())
-    unknown = [c for c in cats if c not in CATEGORIES]
-    if unknown or not cats:
-        raise argparse.ArgumentTypeError(
-            f"unknown category {', '.join(unknown) or text!r}; choose from {','.join(CATEGORIES)}"
-        )
-    return cats
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+CHANGEABLE = frozenset(f.name for f in _fields() if f.metadata["changeable"])
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, resume: bool) -> None:
     """The flags of `train`; for `resume`, every default is None so omitted flags can be told apart."""
-    d = TrainConfig()
-
-    def default(value: Any) -> Any:
-        return None if resume else value
-
-    def add(*names: str, help: str, **kw: Any) -> None:
-        if not resume and "default" in kw and kw["default"] is not None and kw.get("action") is None:
-            help += f" (default: {kw['default']})"
-        parser.add_argument(*names, help=help, **kw)
-
-    add(
-        "--path-file",
-        required=True,
-        default=default(None),
-        help="annotations folder (captions/ and image_splits/) or legacy folder with train.json/val.json",
-    )
-    add("--path-folder", required=True, default=default(None), help="images folder: <id>.jpg|png|jpeg")
-    add(
-        "--categories",
-        type=_categories,
-        default=default(d.categories),
-        help="comma-separated subset of dress,shirt,toptee",
-    )
-    add(
-        "--skip-missing",
-        action=argparse.BooleanOptionalAction,
-        default=default(False),
-        help="drop triplets whose images are absent instead of failing",
-    )
-    add("--batch", type=_positive, default=default(d.batch), help="micro-batch size")
-    add("--epochs", type=_positive, default=default(d.epochs), help="total epochs of the run (not the remainder)")
-    add(
-        "--gradient-accumulation",
-        type=_positive,
-        default=default(d.gradient_accumulation),
-        help="micro-batches per optimizer step",
-    )
-    add(
-        "--mixed-precision",
-        action=argparse.BooleanOptionalAction,
-        default=default(False),
-        help="bf16 autocast where supported, else fp16 with a grad scaler on CUDA",
-    )
-    add(
-        "--fast-validation",
-        action=argparse.BooleanOptionalAction,
-        default=default(False),
-        help="validate on a fixed, seeded subset of queries against the full gallery",
-    )
-    add(
-        "--fast-validation-queries",
-        type=_positive,
-        default=default(d.fast_validation_queries),
-        help="queries per category with --fast-validation",
-    )
-    add("--cache-dir", default=default(d.cache_dir), help="preprocessing cache folder")
-    add("--crop", choices=("none", "foreground", "yolo"), default=default(d.crop), help="clothing crop backend")
-    add("--landmarks", choices=("none", "mediapipe"), default=default(d.landmarks), help="landmark backend")
-    add("--yolo-weights", default=None, help="weights file for --crop yolo")
-    add("--preset", choices=PRESETS, default=default(d.preset), help="model preset")
-    add(
-        "--no-pretrained",
-        dest="pretrained",
-        action="store_false",
-        default=None if resume else True,
-        help="random initialisation instead of local pretrained weights",
-    )
-    add("--text-model", default=None, help="BERT-family model directory (or a name in the local Hugging Face cache)")
-    add("--backbone-weights", default=None, help="torchvision ResNet-50 weights file")
-    add(
-        "--lr",
-        type=float,
-        default=default(d.lr),
-        help="peak learning rate of the one-cycle schedule; on resume, the peak of the remaining schedule",
-    )
-    add("--weight-decay", type=float, default=default(d.weight_decay), help="AdamW weight decay")
-    add(
-        "--output-dir",
-        default=default(d.output_dir) if not resume else None,
-        help="checkpoint folder" + (" (default: the checkpoint's folder)" if resume else ""),
-    )
-    add("--seed", type=int, default=default(d.seed), help="seed for initialisation and data order")
-    add("--device", default=default(d.device), help="auto, cpu, cuda or cuda:N")
-    add("--num-workers", type=_non_negative, default=default(d.num_workers), help="data loader worker processes")
-    add("--compile", action=argparse.BooleanOptionalAction, default=default(False), help="torch.compile the model")
-    add(
-        "--deterministic",
-        action=argparse.BooleanOptionalAction,
-        default=default(False),
-        help="deterministic kernels only, so a GPU resume is bit-exact too (slower)",
-    )
-    add(
-        "--save-every-steps",
-        type=_non_negative,
-        default=default(d.save_every_steps),
-        help="also checkpoint every N optimizer steps inside an epoch (0: off)",
-    )
-    add(
-        "--keep-last",
-        type=_non_negative,
-        default=default(d.keep_last),
-        help="keep only the newest N periodic checkpoints (0: keep all; best and final are never pruned)",
-    )
-    add(
-        "--stop-after-epochs",
-        type=_positive,
-        default=None,
-        help="stop (resumably) once this many epochs are complete, keeping the schedule of --epochs",
-    )
-    add("--val-split", default=default(d.val_split), help="split used for validation")
-    add(
-        "--global-negatives",
-        action=argparse.BooleanOptionalAction,
-        default=default(False),
-        help="distributed: contrast against the targets of every rank",
-    )
+    for f in _fields():
+        option: opt.Option = f.metadata["option"]
+        overrides: dict[str, Any] = {}
+        if f.name in ("path_file", "path_folder"):
+            overrides["required"] = True
+        if resume:
+            overrides["default"] = None
+        option.add_to(parser, show_default=not resume, **overrides)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in _fields()}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in known and v is not None})
 
 
-def merge_resume_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> tuple[TrainConfig, list[str]]:
+def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user gave on the command line (resume parsers default every flag to None)."""
+    known = {f.name for f in _fields()}
+    return {k: v for k, v in vars(args).items() if v is not None and k in known}
+
+
+def merge_resume_config(explicit: dict[str, Any], saved: dict[str, Any] | None) -> tuple[TrainConfig, list[str]]:
     """Explicit flags over the checkpoint's settings over defaults. Returns the config and the names of
     settings the user changed. A fixed setting given with another value is a user error."""
-    explicit = {
-        k: v for k, v in vars(args).items() if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}
-    }
     if saved is None:
         return TrainConfig(**explicit), sorted(explicit)
     base = TrainConfig.from_dict(saved)
@@ -253,7 +222,7 @@ def merge_resume_config(args: argparse.Namespace, saved: dict[str, Any] | None) 
     changed = []
     for key, value in explicit.items():
         old = getattr(base, key)
-        if isinstance(old, tuple):
+        if isinstance(old, tuple) or (key == "categories" and old is None):
             value = tuple(value)
         if value == old:
             continue

@@ -13,10 +13,13 @@ is rebuilt before its state is loaded.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+if TYPE_CHECKING:
+    from fashionrec.train.params import TrainConfig
 
 PCT_START = 0.1
 DIV_FACTOR = 25.0
@@ -101,3 +104,15 @@ def current_lr(optimizer: Optimizer) -> float:
 def steps_per_epoch(samples: int, batch: int, accumulation: int) -> int:
     """Optimizer steps for `samples` samples: the last, partial accumulation group still steps."""
     return math.ceil(math.ceil(samples / batch) / accumulation) if samples > 0 else 0
+
+
+def remaining_steps(cfg: TrainConfig, rank_samples: int, epochs_done: int, samples_in_epoch: int) -> int:
+    """Optimizer steps from a position (epochs done + samples into the next epoch) to the end of the run."""
+    per_epoch = steps_per_epoch(rank_samples, cfg.batch, cfg.gradient_accumulation)
+    partial = (
+        steps_per_epoch(rank_samples - samples_in_epoch, cfg.batch, cfg.gradient_accumulation)
+        if samples_in_epoch
+        else 0
+    )
+    full_epochs = cfg.epochs - epochs_done - (1 if samples_in_epoch else 0)
+    return partial + max(full_epochs, 0) * per_epoch

@@ -8,7 +8,6 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -19,16 +18,17 @@ from tqdm import tqdm
 
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import TripletDataset
+from fashionrec.errors import UserError
 from fashionrec.eval.retrieval import EvalSettings, evaluate
+from fashionrec.model import checkpoint_format
+from fashionrec.model.checkpoint_format import Checkpoint, Progress
 from fashionrec.model.fashionvlp import FashionVLP
-from fashionrec.model.hub import clean_state_dict
 from fashionrec.train import distributed
 from fashionrec.train.checkpoint import CheckpointManager
 from fashionrec.train.data import ResumableSampler, TrainingData, make_loader
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.schedule import build_scheduler, current_lr
 
-FORMAT_VERSION = 1
 ADAMW_LR = 4e-4  # the optimizer's own LR; the schedule sets the LR actually used, as in the original system
 
 
@@ -36,32 +36,8 @@ class TrainingStopped(Exception):
     """Raised after a requested stop (SIGTERM, SIGINT) once the state is safely checkpointed."""
 
 
-@dataclass
-class Progress:
-    """Counters and histories that make a checkpoint resumable at any optimizer step."""
-
-    epoch: int = 0  # epochs complete
-    samples_in_epoch: int = 0  # this rank's samples already consumed in the epoch in progress
-    step_in_epoch: int = 0
-    global_step: int = 0
-    epoch_loss_sum: float = 0.0
-    epoch_loss_count: int = 0
-    train_losses: list[float] = field(default_factory=list)
-    val_recalls: list[float] = field(default_factory=list)
-    val_recalls_at_50: list[float] = field(default_factory=list)
-    best_recall: float = -1.0
-    micro_splits: int = 1  # >1 after an out-of-memory error halved the micro-batch
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> Progress:
-        names = cls.__dataclass_fields__
-        progress = cls(**{k: ckpt[k] for k in names if k in ckpt})
-        # Original-format checkpoints keep R@10 only: R@50 of those epochs is unknown, the best is their max.
-        missing = len(progress.val_recalls) - len(progress.val_recalls_at_50)
-        progress.val_recalls_at_50 = [math.nan] * max(missing, 0) + list(progress.val_recalls_at_50)
-        if "best_recall" not in ckpt and progress.val_recalls:
-            progress.best_recall = max(progress.val_recalls)
-        return progress
+class Diverged(UserError):
+    """The loss or the weights became NaN or infinite: the run stops and saves nothing new."""
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
@@ -126,48 +102,36 @@ class Trainer:
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self, rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """`rng_per_rank`: every rank's RNG state, gathered by `_save`; a single process passes none."""
-        p = self.progress
-        rng = rng_state()
-        return {
-            "epoch": p.epoch,
-            "model_state_dict": clean_state_dict(self.model.state_dict()),
-            "optimizer_state_dict": self.optimizer.state_dict(),
-            "scheduler_state_dict": self.scheduler.state_dict(),
-            "loss": p.train_losses[-1] if p.train_losses else None,
-            "recall_at_10": p.val_recalls[-1] if p.val_recalls else None,
-            "recall_at_50": p.val_recalls_at_50[-1] if p.val_recalls_at_50 else None,
-            **asdict(p),
-            "scaler_state_dict": self.scaler.state_dict(),
-            "rng_state": rng,
-            "rng_state_per_rank": rng_per_rank or [rng],
-            "schedule": self.schedule,
-            "data_order": {
-                "seed": self.cfg.seed,
-                "epoch": p.epoch,
-                "samples_in_epoch": p.samples_in_epoch,
-                "world_size": self.world_size,
-            },
-            "world_size": self.world_size,
-            "train_config": self.cfg.to_dict(),
-            "model_config": self.model.config.to_dict(),
-            "tokenizer": self.model.tokenizer.to_json(),
-            "format_version": FORMAT_VERSION,
-        }
+        return checkpoint_format.training_state(
+            model=self.model,
+            optimizer_state=self.optimizer.state_dict(),
+            scheduler_state=self.scheduler.state_dict(),
+            scaler_state=self.scaler.state_dict(),
+            progress=self.progress,
+            rng_per_rank=rng_per_rank or [rng_state()],
+            schedule=self.schedule,
+            world_size=self.world_size,
+            seed=self.cfg.seed,
+            train_config=self.cfg.to_dict(),
+            threads=torch.get_num_threads(),
+        )
 
-    def load_state(self, ckpt: dict[str, Any], keep_schedule: bool) -> None:
+    def load_state(self, ckpt: Checkpoint, keep_schedule: bool, samples_in_epoch: int) -> None:
         """Restore optimizer, schedule position, scaler, counters and RNG. With `keep_schedule` False the
-        caller has already built a new schedule (see schedule.py) and only the optimizer moments load."""
-        if ckpt.get("optimizer_state_dict"):
-            self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        caller has already built a new schedule (see schedule.py) and only the optimizer moments load.
+        `samples_in_epoch`: this rank's position in the epoch in progress (re-scaled for another world size)."""
+        if ckpt.optimizer_state:
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
         if keep_schedule:
-            self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+            self.scheduler.load_state_dict(ckpt.scheduler_state)
         else:  # the new schedule's first LR applies from the next step on
             self.scheduler = build_scheduler(self.optimizer, self.schedule)
-        if ckpt.get("scaler_state_dict"):
-            self.scaler.load_state_dict(ckpt["scaler_state_dict"])
-        self.progress = Progress.from_checkpoint(ckpt)
+        if ckpt.scaler_state:
+            self.scaler.load_state_dict(ckpt.scaler_state)
+        self.progress = ckpt.progress()
+        self.progress.samples_in_epoch = samples_in_epoch
         # Each rank continues its own stream; a rank the checkpoint has no state for keeps its fresh seed.
-        per_rank = ckpt.get("rng_state_per_rank") or [ckpt.get("rng_state")]
+        per_rank = ckpt.rng_per_rank
         rng = per_rank[self.rank] if self.rank < len(per_rank) else None
         if rng:
             torch.set_rng_state(rng["torch"])
@@ -236,6 +200,12 @@ class Trainer:
         start, seen = time.perf_counter(), 0
         while group := list(islice(batches, cfg.gradient_accumulation)):
             losses = self.step(group)
+            if not all(math.isfinite(x) for x in losses) and not self.scaler.is_enabled():
+                bar.close()
+                raise Diverged(
+                    f"the loss became {losses[-1]} in epoch {p.epoch + 1} at step {p.step_in_epoch + 1}: stopping "
+                    f"without saving (last checkpoint: {self.last_checkpoint or 'none'}); try a lower --lr"
+                )
             n = sum(len(b["index"]) for b in group)
             p.samples_in_epoch += n
             p.step_in_epoch += 1
@@ -289,6 +259,15 @@ class Trainer:
             self.last_checkpoint = write(self.manager, self.state_dict(rngs))
         distributed.wait_for_rank0()
 
+    def _check_finite_weights(self) -> None:
+        """Never save a diverged model (with fp16 the grad scaler skips inf steps, so the loss alone can't tell)."""
+        bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise Diverged(
+                f"weights became NaN or infinite in epoch {self.progress.epoch} ({bad[0]}, +{len(bad) - 1} more): "
+                f"stopping without saving (last checkpoint: {self.last_checkpoint or 'none'}); try a lower --lr"
+            )
+
     def save_step(self) -> None:
         p = self.progress
         self._save(partial(CheckpointManager.save_step, epoch_in_progress=p.epoch + 1, step=p.step_in_epoch))
@@ -309,6 +288,7 @@ class Trainer:
                 self.train_epoch()
                 metrics = self.validate()
                 self.end_epoch(metrics)
+                self._check_finite_weights()
                 recall = p.val_recalls[-1]
                 is_best = recall > p.best_recall
                 p.best_recall = max(recall, p.best_recall)

@@ -1,0 +1,47 @@
+"""Shared command-line options: one definition per flag, the same checks in every command."""
+
+from __future__ import annotations
+
+import pytest
+
+from fashionrec.cli.main import build_parser, main
+from fashionrec.options import DEFAULT_CACHE_DIR
+from fashionrec.train.params import CHANGEABLE, TrainConfig
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-0.001", "abc"])
+def test_lr_must_be_a_finite_positive_number(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train", "--path-file", "a", "--path-folder", "b", "--lr", value])
+    assert e.value.code == 2
+    assert "--lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "index"])
+def test_every_command_spells_and_defaults_the_shared_flags_alike(command):
+    required = {
+        "train": ["--path-file", "a", "--path-folder", "b"],
+        "evaluate": ["--checkpoint", "c", "--path-file", "a", "--path-folder", "b"],
+        "index": ["--checkpoint", "c", "--images", "i", "--out", "o"],
+    }[command]
+    args = build_parser().parse_args([command, *required])
+    assert args.cache_dir == DEFAULT_CACHE_DIR and args.device == "auto" and args.batch == 64
+    again = build_parser().parse_args([command, *required, "--batch-size", "7"])  # the old spelling still works
+    assert again.batch == 7
+
+
+def test_resume_may_change_only_the_settings_marked_changeable():
+    assert {"epochs", "batch", "lr", "device", "threads", "output_dir"} <= CHANGEABLE
+    assert not {"preset", "seed", "categories", "crop", "landmarks", "weight_decay", "val_split"} & CHANGEABLE
+    assert CHANGEABLE <= {f for f in TrainConfig.__dataclass_fields__}
+
+
+def test_a_cuda_device_without_cuda_is_one_line(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "c.pt"), "--path-file", "a", "--path-folder", "b",
+                 "--device", "cuda:0"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err == "error: --device cuda:0: CUDA is not available on this machine\n"

@@ -1,0 +1,165 @@
+"""Every rule of docs/resume.md ("Changing settings on resume"), on the pure planning function: no process,
+no training, just the checkpoint's facts and the flags a user passes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fashionrec.errors import UserError
+from fashionrec.train.params import TrainConfig
+from fashionrec.train.resume_plan import Saved, original_schedule, plan_resume, resume_settings
+from fashionrec.train.schedule import (
+    build_scheduler,
+    continuation_lr,
+    onecycle_spec,
+    remaining_steps,
+)
+
+TRIPLETS = 40  # batch 8, accumulation 1: 5 optimizer steps per epoch
+
+
+def saved_run(epoch: int = 2, **changes) -> Saved:
+    """A checkpoint after `epoch` of 4 planned epochs, with its OneCycle schedule and LR at that point."""
+    cfg = TrainConfig(path_file="a", path_folder="b", preset="tiny", batch=8, gradient_accumulation=1, epochs=4)
+    cfg.crop, cfg.landmarks = "foreground", "none"
+    schedule = onecycle_spec(cfg.lr, remaining_steps(cfg, TRIPLETS, 0, 0))
+    step = epoch * 5
+    facts = dict(
+        train_config=cfg.to_dict(),
+        epoch=epoch,
+        global_step=step,
+        schedule=schedule,
+        has_scheduler_state=True,
+        lr=lr_after(schedule, step),
+        threads=1,
+    )
+    return Saved(**{**facts, **changes})
+
+
+def lr_after(spec: dict, steps: int) -> float:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = build_scheduler(optimizer, spec)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    return optimizer.param_groups[0]["lr"]
+
+
+def plan(saved: Saved, world_size: int = 1, threads: int | None = 1, **flags):
+    cfg, changed = resume_settings(saved, flags, "ckpts")
+    return cfg, changed, plan_resume(saved, cfg, changed, world_size, TRIPLETS, threads)
+
+
+def test_flags_left_out_keep_the_checkpoints_values_and_the_output_goes_beside_it():
+    cfg, changed, p = plan(saved_run())
+    assert changed == [] and cfg.epochs == 4 and cfg.batch == 8 and cfg.output_dir == "ckpts"
+    assert p.keep_schedule and p.policy == "schedule kept as saved" and p.warnings == []
+
+
+def test_a_stop_point_belongs_to_the_run_that_set_it():
+    saved = saved_run()
+    saved.train_config["stop_after_epochs"] = 2
+    assert plan(saved)[0].stop_after_epochs is None
+
+
+@pytest.mark.parametrize("flag, value", [("preset", "paper"), ("seed", 7), ("weight_decay", 0.1), ("crop", "none")])
+def test_fixed_settings_may_repeat_but_not_change(flag, value):
+    saved = saved_run()
+    plan(saved, **{flag: saved.train_config[flag]})  # the same value is fine
+    with pytest.raises(UserError, match=f"--{flag.replace('_', '-')} .* contradicts the checkpoint"):
+        plan(saved, **{flag: value})
+
+
+def test_epochs_below_the_epochs_done_is_an_error():
+    with pytest.raises(UserError, match="nothing to train; pass a larger --epochs"):
+        plan(saved_run(epoch=2), epochs=1)
+
+
+def test_more_epochs_continue_from_the_current_lr_and_end_at_the_final_lr():
+    saved = saved_run(epoch=2)
+    cfg, changed, p = plan(saved, epochs=6)
+    assert changed == ["epochs"] and not p.keep_schedule and "the plan changed" in p.policy
+    spec = p.schedule
+    assert spec["kind"] == "continuation" and spec["start_step"] == 10 and spec["total_steps"] == 20
+    assert spec["start_lr"] == pytest.approx(saved.lr)  # no jump at the resume point
+    assert spec["warmup_steps"] == 0  # warm-up was over
+    assert continuation_lr(spec, 0) == pytest.approx(saved.lr)
+    assert continuation_lr(spec, spec["total_steps"] - 1) == pytest.approx(spec["end_lr"])
+    assert spec["end_lr"] == pytest.approx(spec["peak_lr"] / 2.5e5)
+    lrs = [continuation_lr(spec, s) for s in range(spec["total_steps"])]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # annealing only
+
+
+def test_a_resume_inside_the_warm_up_finishes_the_planned_warm_up_first():
+    saved = saved_run(epoch=0, global_step=1)
+    saved = Saved(**{**saved.__dict__, "lr": lr_after(saved.schedule, 1)})
+    _, _, p = plan(saved, epochs=8)
+    planned_warmup_end = int(saved.schedule["pct_start"] * saved.schedule["total_steps"])
+    assert p.schedule["warmup_steps"] == planned_warmup_end - 1
+    assert p.schedule["peak_lr"] == pytest.approx(saved.schedule["max_lr"])
+    peak_step = p.schedule["warmup_steps"]
+    assert continuation_lr(p.schedule, peak_step) == pytest.approx(p.schedule["peak_lr"])
+
+
+def test_lr_sets_the_peak_of_the_remaining_schedule_at_once():
+    _, changed, p = plan(saved_run(), lr=1e-3)
+    assert changed == ["lr"] and "--lr given" in p.policy
+    assert p.schedule["peak_lr"] == 1e-3 and p.schedule["warmup_steps"] == 0
+
+
+def test_lr_equal_to_the_checkpoints_own_changes_nothing():
+    saved = saved_run()
+    _, changed, p = plan(saved, lr=saved.train_config["lr"])
+    assert changed == [] and p.keep_schedule
+
+
+def test_no_scheduler_state_gets_a_continuation_schedule():
+    _, _, p = plan(saved_run(has_scheduler_state=False))
+    assert not p.keep_schedule and "no scheduler state in the checkpoint" in p.policy
+
+
+@pytest.mark.parametrize("flag, value", [("batch", 4), ("gradient_accumulation", 2)])
+def test_another_batch_or_accumulation_warns_and_resizes_the_schedule(flag, value):
+    saved = saved_run(epoch=2, samples_in_epoch=16)
+    cfg, _, p = plan(saved, **{flag: value})
+    assert p.warnings == [
+        f"--{flag.replace('_', '-')} differs from the checkpoint's ({saved.train_config[flag]} -> {value}); "
+        "the schedule is re-sized to the remaining steps"
+    ]
+    assert p.samples_in_epoch == 16  # the epoch in progress continues at the same sample
+    assert p.schedule["total_steps"] == remaining_steps(cfg, TRIPLETS, 2, 16)
+
+
+def test_another_world_size_warns_and_rescales_the_position_in_the_epoch():
+    _, _, p = plan(saved_run(samples_in_epoch=16, world_size=2), world_size=4)
+    assert p.samples_in_epoch == 8
+    assert any("written by 2 ranks, resuming on 4" in w for w in p.warnings)
+
+
+def test_another_cpu_thread_count_warns_that_exactness_needs_the_same():
+    assert "pass --threads 1" in plan(saved_run(threads=1), threads=2)[2].warnings[0]
+    assert plan(saved_run(threads=1), threads=None)[2].warnings == []  # on a GPU the CPU count does not matter
+
+
+def test_resuming_a_continuation_schedule_again_keeps_it():
+    saved = saved_run(epoch=2)
+    _, _, first = plan(saved, epochs=6)
+    later = Saved(**{**saved.__dict__, "epoch": 3, "global_step": 15, "schedule": first.schedule})
+    later.train_config["epochs"] = 6
+    _, _, again = plan(later)
+    assert again.keep_schedule and again.schedule == first.schedule
+
+
+def test_original_format_needs_a_preset_and_its_onecycle_state_is_continued():
+    with pytest.raises(UserError, match="needs --preset"):
+        resume_settings(Saved(train_config=None, epoch=3), {}, "ckpts")
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=200)
+    spec = original_schedule(scheduler.state_dict(), optimizer.state_dict()["param_groups"])
+    assert spec["kind"] == "onecycle" and spec["max_lr"] == 3e-4 and spec["total_steps"] == 200
+    cfg, changed = resume_settings(Saved(train_config=None, epoch=3), {"preset": "tiny", "epochs": 5}, "ckpts")
+    assert cfg.preset == "tiny" and cfg.batch == 64 and cfg.gradient_accumulation == 2  # the guide's defaults
+    assert math.isclose(cfg.lr, 3e-4)
