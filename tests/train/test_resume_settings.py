@@ -151,7 +151,7 @@ def test_checkpoints_keep_the_original_keys_and_evaluate_reports_json(two_epochs
         "--json",
     )
     metrics = json.loads(out.stdout)
-    assert set(metrics) == {"dress", "average"}
+    assert set(metrics) == {"protocol", "dress", "average"} and metrics["protocol"] == "fashioniq-standard"
     for value in (*metrics["dress"].values(), *metrics["average"].values()):
         assert 0.0 <= value <= 1.0
     assert metrics["average"]["recall_at_10"] == pytest.approx(ckpt["recall_at_10"])  # training tracks this metric

@@ -27,7 +27,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model.to(device),
         splits,
         cache,
-        EvalSettings(device=device, batch_size=args.batch, num_workers=args.num_workers),
+        EvalSettings(
+            device=device, batch_size=args.batch, num_workers=args.num_workers, exclude_reference=args.exclude_reference
+        ),
     )
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     return 0
@@ -40,4 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", choices=SPLITS, help="split to evaluate (default: val)")
     opt.add_options(p, opt.CACHE_DIR, opt.BATCH, opt.NUM_WORKERS, opt.DEVICE, opt.THREADS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--exclude-reference",
+        action="store_true",
+        help="drop each query's reference image from its ranking (not the standard FashionIQ protocol)",
+    )
     p.set_defaults(func=cmd_evaluate)

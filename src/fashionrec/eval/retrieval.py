@@ -1,12 +1,18 @@
 """The FashionIQ retrieval protocol: per category, every gallery image is encoded once by the target block,
-every query once by the reference block; cosine similarity ranks the whole gallery for each query."""
+every query once by the reference block; cosine similarity ranks the whole gallery for each query.
+
+The standard FashionIQ validation protocol (the field's reference code, CLIP4Cir's `compute_fiq_val_metrics`)
+ranks the split's whole image list, the query's own reference image included; `exclude_reference` gives the
+variant that removes it. A query whose target is not in the gallery is a miss, counted and reported."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -15,10 +21,13 @@ from torch.utils.data import DataLoader, Dataset
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import GalleryDataset, TripletDataset
 from fashionrec.data.fashioniq import CategorySplit, Triplet
+from fashionrec.errors import UserError
 from fashionrec.eval.metrics import recall_at_k, target_ranks
 from fashionrec.model.fashionvlp import FashionVLP
 
 KS = (10, 50)
+STANDARD = "fashioniq-standard"
+EXCLUDE_REFERENCE = "fashioniq-exclude-reference"
 
 
 @dataclass
@@ -29,6 +38,7 @@ class EvalSettings:
     amp_dtype: torch.dtype | None = None
     query_limit: int | None = None  # fast validation: a fixed, seeded subset of queries per category
     seed: int = 0
+    exclude_reference: bool = False  # True: drop each query's reference image from its ranking (not the standard)
     # Under DDP each rank encodes 1/world_size of the gallery and queries; all ranks get every embedding.
     rank: int = 0
     world_size: int = 1
@@ -108,10 +118,24 @@ def encode_queries(
     return gather_shards(local, len(triplets), settings)
 
 
+def protocol_name(settings: EvalSettings) -> str:
+    return EXCLUDE_REFERENCE if settings.exclude_reference else STANDARD
+
+
+def check_gallery(split: CategorySplit) -> None:
+    """A ranking over a gallery that lists an image twice has no single position for it: refuse it."""
+    twice = [image_id for image_id, n in Counter(split.gallery).items() if n > 1]
+    if twice:
+        more = f" (+{len(twice) - 5} more)" if len(twice) > 5 else ""
+        raise UserError(
+            f"the {split.category} gallery lists {len(twice)} image id(s) more than once: {', '.join(twice[:5])}{more}"
+        )
+
+
 def select_queries(split: CategorySplit, settings: EvalSettings) -> list[Triplet]:
-    """Queries whose target is in the gallery; with a limit, a fixed seeded subset of them."""
-    in_gallery = set(split.gallery)
-    queries = [t for t in split.triplets if t.target in in_gallery]
+    """Every query (those whose target is missing from the gallery included); with a limit, a fixed seeded
+    subset of them."""
+    queries = list(split.triplets)
     if settings.query_limit is not None and len(queries) > settings.query_limit:
         g = torch.Generator().manual_seed(settings.seed)
         keep = sorted(torch.randperm(len(queries), generator=g)[: settings.query_limit].tolist())
@@ -120,13 +144,21 @@ def select_queries(split: CategorySplit, settings: EvalSettings) -> list[Triplet
 
 
 def score_category(
-    gallery_ids: Sequence[str], gallery: torch.Tensor, queries: Sequence[Triplet], query_emb: torch.Tensor
+    gallery_ids: Sequence[str],
+    gallery: torch.Tensor,
+    queries: Sequence[Triplet],
+    query_emb: torch.Tensor,
+    exclude_reference: bool = False,
 ) -> dict[str, float]:
+    """Recall@K of one category; `missing_targets` counts the queries whose target is not in the gallery
+    (each is a miss)."""
     position = {gid: i for i, gid in enumerate(gallery_ids)}
-    targets = torch.tensor([position[q.target] for q in queries], dtype=torch.long)
+    targets = torch.tensor([position.get(q.target, -1) for q in queries], dtype=torch.long)
     own = torch.tensor([position.get(q.candidate, -1) for q in queries], dtype=torch.long)
-    ranks = target_ranks(query_emb @ gallery.t(), targets, exclude_index=own)
-    return {f"recall_at_{k}": recall_at_k(ranks, k) for k in KS}
+    ranks = target_ranks(query_emb @ gallery.t(), targets, exclude_index=own if exclude_reference else None)
+    scores: dict[str, float] = {f"recall_at_{k}": recall_at_k(ranks, k) for k in KS}
+    scores["missing_targets"] = int((targets < 0).sum())
+    return scores
 
 
 def with_average(per_category: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -137,8 +169,11 @@ def with_average(per_category: dict[str, dict[str, float]]) -> dict[str, dict[st
 
 def evaluate(
     model: FashionVLP, splits: dict[str, CategorySplit], cache: ImageCache, settings: EvalSettings
-) -> dict[str, dict[str, float]]:
-    """Per-category and average Recall@10/50 (fractions in [0, 1])."""
+) -> dict[str, Any]:
+    """Per-category and average Recall@10/50 (fractions in [0, 1]), each category's `missing_targets`, and
+    under "protocol" the name of the protocol that produced them."""
+    for split in splits.values():
+        check_gallery(split)
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, float]] = {}
@@ -147,15 +182,23 @@ def evaluate(
             queries = select_queries(split, settings)
             gallery = encode_gallery(model, split.gallery, cache, settings)
             query_emb = encode_queries(model, queries, cache, settings)
-            results[name] = score_category(split.gallery, gallery, queries, query_emb)
+            results[name] = score_category(split.gallery, gallery, queries, query_emb, settings.exclude_reference)
     finally:
         model.train(was_training)
-    return with_average(results)
+    return {"protocol": protocol_name(settings), **with_average(results)}
 
 
-def format_table(metrics: dict[str, dict[str, float]], categories: Iterable[str] | None = None) -> str:
+def format_table(metrics: dict[str, Any], categories: Iterable[str] | None = None) -> str:
+    """One row per category (and the average), then the protocol and any queries whose target is missing."""
+    names = list(categories or (k for k in metrics if k != "protocol"))
     rows = [f"{'category':<10} {'R@10':>8} {'R@50':>8}"]
-    for name in categories or metrics:
+    for name in names:
         m = metrics[name]
         rows.append(f"{name:<10} {100 * m['recall_at_10']:>7.2f}% {100 * m['recall_at_50']:>7.2f}%")
+    if "protocol" in metrics:
+        rows.append(f"protocol: {metrics['protocol']}")
+    missing = {n: metrics[n]["missing_targets"] for n in names if metrics[n].get("missing_targets")}
+    if missing:
+        detail = ", ".join(f"{n} {c}" for n, c in missing.items())
+        rows.append(f"queries whose target is not in the gallery (counted as misses): {detail}")
     return "\n".join(rows)

@@ -1,8 +1,14 @@
-"""Building a fresh model for training: preset architecture, tokenizer, and (optionally) pretrained weights
-read from local files only. Nothing here downloads: offline with no weights is a clear error."""
+"""Building a fresh model for training: preset architecture, tokenizer, and (optionally) pretrained weights.
+
+Pretrained weights come by name, as in the original system: the text model is a directory or a Hugging Face
+model id (fetched into the Hugging Face cache on first use: config, tokenizer files and safetensors weights
+only), the ResNet-50 is torchvision's ImageNet weights (fetched into `torch.hub.get_dir()`), or a file.
+`HF_HUB_OFFLINE=1` (or `TRANSFORMERS_OFFLINE=1`) turns every download off; a missing file is then one clear
+error saying what to fetch. Environment variables are read at call time, not when a library was imported."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +21,6 @@ from fashionrec.model.fashionvlp import FashionVLP
 from fashionrec.model.tokenizer import TextTokenizer
 
 TINY_VOCAB_SIZE = 1000
-RESNET50_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth", "resnet50-19c8e357.pth")
 BERT_KEYS = (
     "hidden_size",
     "num_hidden_layers",
@@ -25,48 +30,147 @@ BERT_KEYS = (
     "type_vocab_size",
     "vocab_size",
 )
-
-NO_WEIGHTS_HINT = (
-    "pass --text-model DIR and --backbone-weights FILE pointing at local copies, "
-    "or train from random initialisation with --no-pretrained"
-)
-
-
-def _find_resnet50_weights(explicit: str | None) -> Path:
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise UserError(f"backbone weights not found: {path}")
-        return path
-    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
-    for name in RESNET50_FILES:
-        if (hub / name).is_file():
-            return hub / name
-    raise UserError(f"no ResNet-50 weights in {hub}; {NO_WEIGHTS_HINT}")
+# What a BERT-family model needs from its Hugging Face repository: no pickled weights, no other formats.
+TEXT_MODEL_FILES = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*-of-*.safetensors",
+]
+NO_PRETRAINED = "or train from random initialisation with --no-pretrained"
 
 
-def _resolve_text_model(name_or_dir: str) -> Path:
-    """A directory as given, or the snapshot of a Hugging Face model already in the local cache."""
-    path = Path(name_or_dir)
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import snapshot_download
+def offline() -> bool:
+    """True when the user turned downloads off (the Hugging Face variables, which fashionrec honours for all
+    pretrained weights)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
-        return Path(snapshot_download(name_or_dir, local_files_only=True))
-    except Exception as e:  # any lookup failure means: not available offline
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, found as huggingface_hub finds it (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("HF_HOME") or xdg / "huggingface").expanduser() / "hub"
+
+
+def _fetch_hint(model_id: str) -> str:
+    files = "config.json tokenizer.json tokenizer_config.json vocab.txt model.safetensors"
+    return (
+        f"on a machine with internet run `hf download {model_id} {files} --local-dir DIR` and pass "
+        f"--text-model DIR (or copy that machine's Hugging Face cache to {hf_cache_dir()}), {NO_PRETRAINED}"
+    )
+
+
+def _check_text_model_dir(directory: Path, name: str) -> Path:
+    if not (directory / "config.json").is_file():
+        raise UserError(f"text model {name}: no config.json in {directory}")
+    if not ((directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()):
+        raise UserError(f"text model {name}: no tokenizer.json or vocab.txt in {directory}")
+    if not ((directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file()):
         raise UserError(
-            f"text model {name_or_dir!r} is not a directory nor in the local cache; {NO_WEIGHTS_HINT}"
+            f"text model {name}: no model.safetensors in {directory} (fashionrec reads safetensors weights only, "
+            "never pickled .bin files)"
+        )
+    return directory
+
+
+def resolve_text_model(name_or_dir: str) -> Path:
+    """A local directory as given, or the snapshot of Hugging Face model `name_or_dir`: from the cache when it
+    holds the files, else downloaded (only TEXT_MODEL_FILES) unless offline."""
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        return _check_text_model_dir(path, name_or_dir)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cache = hf_cache_dir()
+    try:
+        snapshot = Path(
+            snapshot_download(name_or_dir, cache_dir=cache, allow_patterns=TEXT_MODEL_FILES, local_files_only=True)
+        )
+        return _check_text_model_dir(snapshot, name_or_dir)
+    except HFValidationError as e:
+        raise UserError(f"text model {name_or_dir!r} is neither a directory nor a Hugging Face model id") from e
+    except Exception:  # not (completely) in the cache: download below, unless offline
+        pass
+    if offline():
+        raise UserError(
+            f"text model {name_or_dir!r} is not in the Hugging Face cache {cache} and downloads are off "
+            f"(HF_HUB_OFFLINE): {_fetch_hint(name_or_dir)}"
+        )
+    try:
+        snapshot = Path(snapshot_download(name_or_dir, cache_dir=cache, allow_patterns=TEXT_MODEL_FILES))
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        raise UserError(
+            f"text model {name_or_dir!r}: not a directory, nor a Hugging Face model (or it is private)"
         ) from e
+    except Exception as e:  # connection refused, timeout, proxy, incomplete download: all mean "fetch it by hand"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(
+            f"text model {name_or_dir!r} could not be downloaded ({reason}); {_fetch_hint(name_or_dir)}"
+        ) from e
+    return _check_text_model_dir(snapshot, name_or_dir)
 
 
 def _text_config(directory: Path) -> dict:
-    import json
-
     cfg = json.loads((directory / "config.json").read_text())
     if cfg.get("model_type") not in (None, "bert"):
         raise UserError(f"text model in {directory} is {cfg.get('model_type')!r}, not a BERT-family model")
     return {k: cfg[k] for k in BERT_KEYS if k in cfg}
+
+
+def _imagenet_weights():
+    """torchvision's ResNet-50 IMAGENET1K_V2 (80.9 % top-1): the torchvision weights nearest to the original
+    system's timm `resnet50.a1_in1k` (80.4 %, also a modern long-schedule recipe). docs/reproduce.md has more."""
+    from torchvision.models import ResNet50_Weights
+
+    return ResNet50_Weights.IMAGENET1K_V2
+
+
+def resnet50_weights_file(explicit: str | None = None) -> Path:
+    """`explicit` when given; else torchvision's ImageNet ResNet-50 file in `torch.hub.get_dir()/checkpoints`
+    (which honours TORCH_HOME and XDG_CACHE_HOME), downloaded there on first use unless offline."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise UserError(f"backbone weights not found: {path}")
+        return path
+    weights = _imagenet_weights()
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    path = folder / weights.url.rsplit("/", 1)[-1]
+    if path.is_file():
+        return path
+    hint = f"fetch {weights.url} into {folder}, or pass --backbone-weights FILE, {NO_PRETRAINED}"
+    if offline():
+        raise UserError(f"no ResNet-50 ImageNet weights at {path} and downloads are off (HF_HUB_OFFLINE): {hint}")
+    try:
+        weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except (OSError, RuntimeError) as e:  # no connection (URLError is an OSError), or the hash check failed
+        raise UserError(f"could not download ResNet-50 ImageNet weights ({e}); {hint}") from e
+    return path
+
+
+def read_backbone_state(path: Path) -> dict[str, torch.Tensor]:
+    """A ResNet-50 state dict from a torch file (plain tensors only) or a .safetensors file (torchvision and
+    timm use the same parameter names)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged or foreign file: one line, no traceback
+        raise UserError(f"backbone weights {path} cannot be read as a state dict ({type(e).__name__})") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"backbone weights {path} are not a plain state dict of tensors")
+    return state
 
 
 def create_model(
@@ -80,7 +184,7 @@ def create_model(
     config: ModelConfig = preset_config(preset)
     text_dir = None
     if text_model or (pretrained and config.text_model):
-        text_dir = _resolve_text_model(text_model or config.text_model)
+        text_dir = resolve_text_model(text_model or config.text_model)
         config.text = _text_config(text_dir)
         config.text_model = str(text_model or config.text_model)
         tokenizer = TextTokenizer.from_directory(text_dir, config.max_text_len)
@@ -90,14 +194,18 @@ def create_model(
         config.text = {**config.text, "vocab_size": tokenizer.vocab_size}
     weights = None
     if pretrained and config.backbone == "resnet50":
-        weights = _find_resnet50_weights(backbone_weights)
+        weights = resnet50_weights_file(backbone_weights)
         config.backbone_weights = str(weights)
     model = FashionVLP(config, tokenizer)
     if weights is not None:
-        model.backbone.load_torchvision_state(torch.load(weights, map_location="cpu", weights_only=True))
+        try:
+            model.backbone.load_torchvision_state(read_backbone_state(weights))
+        except RuntimeError as e:  # strict load: missing or misshapen keys
+            first = str(e).strip().splitlines()[0][:200]
+            raise UserError(f"backbone weights {weights} do not fit a ResNet-50: {first}") from e
     if text_dir is not None:
         from transformers import BertModel
 
-        bert = BertModel.from_pretrained(text_dir, add_pooling_layer=False, local_files_only=True)
+        bert = BertModel.from_pretrained(text_dir, add_pooling_layer=False, local_files_only=True, use_safetensors=True)
         model.reference.bert.load_state_dict(bert.state_dict())
     return model
