@@ -9,7 +9,7 @@ writes), for three trainers built alike and alternated epoch by epoch:
   - + every N      (also `--save-every-steps N`).
 Reported: median epoch seconds, ratios to "no saves" (medians, and the median of per-round ratios; aim
 < 1.05); the time spent saving inside those same epochs (`Trainer.state_dict()` and the checkpoint
-module's `save_file`, wrapped with timers in this process) and each epoch's ratio with / without it, which
+format module's `write`, wrapped with timers in this process) and each epoch's ratio with / without it, which
 other processes' load cannot skew; and the cost of one checkpoint measured on its own.
 
 Part `resume`: wall time from starting a command, as a user does, to its first optimizer step finishing:
@@ -56,9 +56,8 @@ from common import (
     tiny_config,
 )
 
-from fashionrec.model import create_model
-from fashionrec.train import checkpoint as checkpoint_module
-from fashionrec.train.checkpoint import TRAIN_PREFIX, CheckpointManager, save_file
+from fashionrec.model import checkpoint_format, create_model
+from fashionrec.train.checkpoint import TRAIN_PREFIX, CheckpointManager
 from fashionrec.train.data import build_cache, load_training_data
 from fashionrec.train.schedule import onecycle_spec
 from fashionrec.train.trainer import Trainer
@@ -119,7 +118,8 @@ def epoch_part(args: argparse.Namespace, root: Path) -> None:
     )
 
     # In-situ cost of the saves, timed inside the same epochs: state_dict() on each trainer, and the module's
-    # save_file (the atomic write the manager calls). Instrumentation only; the library is not changed.
+    # checkpoint_format.write (the atomic write the manager calls, digest included). Instrumentation only;
+    # the library is not changed.
     in_epoch = {"state_dict": 0.0, "write": 0.0}
     save_costs: dict[str, list[float]] = {name: [] for name in trainers}
 
@@ -133,7 +133,8 @@ def epoch_part(args: argparse.Namespace, root: Path) -> None:
 
         return wrapper
 
-    checkpoint_module.save_file = timed(save_file, "write")
+    write = checkpoint_format.write
+    checkpoint_format.write = timed(write, "write")
     for t in trainers.values():
         t.state_dict = timed(t.state_dict, "state_dict")
 
@@ -153,7 +154,7 @@ def epoch_part(args: argparse.Namespace, root: Path) -> None:
         for costs in save_costs.values():
             costs.clear()
     results = alternate({name: (lambda n=name: one_epoch(n)) for name in trainers}, args.rounds)
-    checkpoint_module.save_file = save_file
+    checkpoint_format.write = write
 
     print("\nepoch seconds (train + validate + saves), median (min..max, n):")
     for name, values in results.items():
@@ -180,11 +181,11 @@ def epoch_part(args: argparse.Namespace, root: Path) -> None:
             state = t.state_dict()
         state_s.append(clock.seconds)
         with Stopwatch() as clock:
-            save_file(state, out / "alone.pt")
+            write(out / "alone.pt", state)
         write_s.append(clock.seconds)
     print(
         f"\none checkpoint alone ({size / 2**20:.1f} MiB): state_dict() {1000 * median(state_s):.1f} ms, "
-        f"atomic write (temp file, fsync, rename, fsync dir) {1000 * median(write_s):.1f} ms "
+        f"atomic write (digest, temp file, fsync, rename, fsync dir) {1000 * median(write_s):.1f} ms "
         f"(medians of 5)"
     )
     saved = {name: len(list(Path(t.cfg.output_dir).glob("*.pt"))) for name, t in trainers.items()}

@@ -45,3 +45,10 @@ def test_a_cuda_device_without_cuda_is_one_line(capsys, tmp_path):
                  "--device", "cuda:0"])  # fmt: skip
     assert code == 2
     assert capsys.readouterr().err == "error: --device cuda:0: CUDA is not available on this machine\n"
+
+
+def test_the_paper_preset_trains_with_landmarks_and_the_crop_by_default():
+    paper = TrainConfig(preset="paper")
+    assert paper.landmarks == "mediapipe" and paper.crop == "foreground"
+    assert TrainConfig(preset="tiny").landmarks == "none"
+    assert TrainConfig(preset="paper", landmarks="none").landmarks == "none"  # the flag turns them off

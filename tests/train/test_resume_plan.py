@@ -154,7 +154,7 @@ def test_resuming_a_continuation_schedule_again_keeps_it():
 
 
 def test_original_format_needs_a_preset_and_its_onecycle_state_is_continued():
-    with pytest.raises(UserError, match="needs --preset"):
+    with pytest.raises(UserError, match="no settings inside.: pass --preset"):
         resume_settings(Saved(train_config=None, epoch=3), {}, "ckpts")
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=200)

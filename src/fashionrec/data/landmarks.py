@@ -59,7 +59,10 @@ class MediapipePose:
         try:
             from mediapipe.python.solutions import pose
         except ImportError:
-            raise UserError("--landmarks mediapipe needs mediapipe: pip install 'fashionrec[landmarks]'") from None
+            raise UserError(
+                "landmarks (--landmarks mediapipe, the paper preset's default) need mediapipe: "
+                "pip install 'fashionrec[landmarks]', or pass --landmarks none"
+            ) from None
         self._pose = pose.Pose(static_image_mode=True, model_complexity=1)
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -132,7 +132,14 @@ class CheckpointManager:
         return dest
 
     def save_final(self, source: Path, epoch: int, recall: float) -> Path:
-        return self._link_or_copy(source, f"final_{self.prefix}_epoch_{epoch}_recall_{recall:.4f}.pt")
+        return self._link_or_copy(source, self._final_name(epoch, recall))
+
+    def save_final_state(self, state: dict[str, Any], epoch: int, recall: float) -> Path:
+        """A final file of its own, when its recall differs from the last epoch's (fast validation)."""
+        return self._write(state, self._final_name(epoch, recall))
+
+    def _final_name(self, epoch: int, recall: float) -> str:
+        return f"final_{self.prefix}_epoch_{epoch}_recall_{recall:.4f}.pt"
 
     def prune(self) -> None:
         """Keep the newest `keep_last` periodic checkpoints of this run's prefix; never best or final."""

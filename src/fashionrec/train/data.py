@@ -14,6 +14,7 @@ from fashionrec.data.datasets import TripletDataset
 from fashionrec.data.fashioniq import CategorySplit, caption_text
 from fashionrec.data.images import image_paths, load_split_with_images
 from fashionrec.data.preprocess import PreprocessConfig
+from fashionrec.eval.retrieval import check_gallery
 from fashionrec.train.params import TrainConfig
 
 
@@ -55,6 +56,8 @@ def load_training_data(cfg: TrainConfig, log=print) -> TrainingData:
         load_split_with_images(cfg.path_file, cfg.path_folder, split, cfg.categories, cfg.skip_missing, log)
         for split in ("train", cfg.val_split)
     )
+    for split in val.values():
+        check_gallery(split)  # before training, not at the first validation
     return TrainingData(train, val)
 
 

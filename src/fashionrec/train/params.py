@@ -81,17 +81,21 @@ class TrainConfig:
         opt.Option(
             "--pretrained",
             True,
-            "start from pretrained weights (downloaded by name, or local files); --no-pretrained: random init",
+            "start from pretrained weights (downloaded by name on first use); --no-pretrained: random init",
             switch=True,
         ),
         changeable=True,
     )
     text_model: str | None = setting(
-        opt.Option("--text-model", None, "BERT-family model: a directory or a Hugging Face model id"),
+        opt.Option(
+            "--text-model", None, "BERT-family model: a directory or a Hugging Face model id (downloaded on first use)"
+        ),
         changeable=True,
     )
     backbone_weights: str | None = setting(
-        opt.Option("--backbone-weights", None, "ResNet-50 weights file (default: torchvision's ImageNet weights)"),
+        opt.Option(
+            "--backbone-weights", None, "ResNet-50 weights (.pth or .safetensors; default: torchvision IMAGENET1K_V2)"
+        ),
         changeable=True,
     )
     # The one-cycle peak (AdamW's own lr of 4e-4 is replaced by the schedule, as in the original system).

@@ -62,7 +62,7 @@ def resume_settings(saved: Saved, explicit: dict[str, Any], checkpoint_folder: s
     """The resumed run's settings and the names of those the user changed. Raises `UserError` for a fixed
     setting given another value, and for `--epochs` below the epochs already done."""
     if saved.train_config is None and "preset" not in explicit:
-        raise UserError("an original-format checkpoint (no settings inside) needs --preset")
+        raise UserError("an original-format checkpoint (no settings inside): pass --preset")
     cfg, changed = merge_resume_config(explicit, saved.train_config)
     if "output_dir" not in explicit:
         cfg.output_dir = checkpoint_folder

@@ -228,21 +228,22 @@ class Trainer:
                 raise TrainingStopped(f"stopped in epoch {p.epoch + 1} after step {p.step_in_epoch}")
         bar.close()
 
-    def validate(self) -> dict[str, dict[str, float]]:
+    def validate(self, full: bool = False) -> dict[str, Any]:
+        """Recall on the validation split: with --fast-validation a seeded subset of queries, unless `full`."""
         cfg = self.cfg
         settings = EvalSettings(
             device=self.device,
             batch_size=cfg.batch,
             num_workers=cfg.num_workers,
             amp_dtype=self.amp_dtype,
-            query_limit=cfg.fast_validation_queries if cfg.fast_validation else None,
+            query_limit=cfg.fast_validation_queries if cfg.fast_validation and not full else None,
             seed=cfg.seed,
             rank=self.rank,
             world_size=self.world_size,
         )
         return evaluate(self.model, self.data.val_splits, self.cache, settings)
 
-    def end_epoch(self, metrics: dict[str, dict[str, float]]) -> None:
+    def end_epoch(self, metrics: dict[str, Any]) -> None:
         p = self.progress
         p.train_losses.append(p.epoch_loss_sum / max(p.epoch_loss_count, 1))
         p.val_recalls.append(metrics["average"]["recall_at_10"])
@@ -267,6 +268,25 @@ class Trainer:
                 f"weights became NaN or infinite in epoch {self.progress.epoch} ({bad[0]}, +{len(bad) - 1} more): "
                 f"stopping without saving (last checkpoint: {self.last_checkpoint or 'none'}); try a lower --lr"
             )
+
+    def _save_final(self) -> None:
+        """The final file's recall is the full validation set's, so it equals what `evaluate` prints for it:
+        a link to the last epoch's file when that was already measured on all queries, else its own file."""
+        p = self.progress
+        if not p.val_recalls:  # the same on every rank: nothing was trained
+            return
+        if not self.cfg.fast_validation:
+            if self.manager is not None:
+                self.manager.save_final(self.last_checkpoint, p.epoch, p.val_recalls[-1])
+            return
+        full = self.validate(full=True)["average"]
+        self.log(f"full validation of the final model: R@10 {100 * full['recall_at_10']:.2f}%")
+
+        def write(manager: CheckpointManager, state: dict[str, Any]) -> Path:
+            state = {**state, "recall_at_10": full["recall_at_10"], "recall_at_50": full["recall_at_50"]}
+            return manager.save_final_state(state, p.epoch, full["recall_at_10"])
+
+        self._save(write)
 
     def save_step(self) -> None:
         p = self.progress
@@ -297,8 +317,7 @@ class Trainer:
                     self.manager.save_best(self.last_checkpoint, recall)
                 if on_epoch is not None:
                     on_epoch(self, {"metrics": metrics, "epoch_time_s": time.perf_counter() - epoch_start})
-            if self.manager is not None and self.last_checkpoint is not None:
-                self.manager.save_final(self.last_checkpoint, p.epoch, p.val_recalls[-1])
+            self._save_final()
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
