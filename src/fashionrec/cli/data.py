@@ -17,6 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataset_args(info, skip_missing=False)
     info.add_argument("--split", choices=SPLITS, default="val")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    info.add_argument(
+        "--text-model", default=None, metavar="DIR",
+        help="folder holding the bert-base-uncased vocab.txt, to decode legacy 'feedback_tokens' "
+        "(default: the Hugging Face cache, or downloaded)",
+    )  # fmt: skip
     info.set_defaults(func=dataset_info)
 
     demo = subparsers.add_parser("make-demo-data", help="write a small learnable dataset in the FashionIQ layout")
@@ -27,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def dataset_info(args: argparse.Namespace) -> int:
-    splits = load_split(args.path_file, args.split, args.categories)
+    splits = load_split(args.path_file, args.split, args.categories, args.text_model)
     folder = check_images_folder(args.path_folder)
     report = {
         name: {

@@ -23,7 +23,7 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, skip_missing: bool = Tr
     group.add_argument("--path-folder", required=True, metavar="DIR", help="images folder: <id>.jpg/.png/.jpeg")
     group.add_argument(
         "--categories", type=parse_categories, default=None, metavar="LIST",
-        help="comma-separated FashionIQ categories (default: dress,shirt,toptee)",
+        help="comma-separated FashionIQ categories (default: all of the layout's: dress,shirt,toptee, or 'all')",
     )  # fmt: skip
     if skip_missing:
         group.add_argument(
@@ -38,7 +38,7 @@ def splits_from_args(args: argparse.Namespace, split: str) -> dict[str, Category
     (with a one-line report on stderr)."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    splits = load_split(args.path_file, split, args.categories)
+    splits = load_split(args.path_file, split, args.categories, getattr(args, "text_model", None))
     folder = check_images_folder(args.path_folder)
     absent = missing_images(splits.values(), folder)
     if not absent:
