@@ -213,7 +213,7 @@ def test_next_step_continues_adamw_and_the_schedule(trained, converted):
     our_opt.zero_grad()
     our_sched.step()
 
-    assert float(loss) == pytest.approx(reference_loss, rel=1e-5)
+    assert loss.item() == pytest.approx(reference_loss, rel=1e-5)
     theirs = reference.state_dict()
     for name, value in ours.state_dict().items():  # weights and BatchNorm running statistics
         torch.testing.assert_close(value, theirs[name], atol=1e-5, rtol=1e-4, msg=name)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fashionrec.data.args import add_dataset_args
+from fashionrec.data.args import add_dataset_args, add_vocab_arg
 from fashionrec.data.demo import make_demo_data
 from fashionrec.data.fashioniq import SPLITS, load_split
 from fashionrec.data.images import check_images_folder, missing_images
@@ -17,11 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataset_args(info, skip_missing=False)
     info.add_argument("--split", choices=SPLITS, default="val")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    info.add_argument(
-        "--text-model", default=None, metavar="DIR",
-        help="folder holding the bert-base-uncased vocab.txt, to decode legacy 'feedback_tokens' "
-        "(default: the Hugging Face cache, or downloaded)",
-    )  # fmt: skip
+    add_vocab_arg(info)
     info.set_defaults(func=dataset_info)
 
     demo = subparsers.add_parser("make-demo-data", help="write a small learnable dataset in the FashionIQ layout")

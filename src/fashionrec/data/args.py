@@ -33,6 +33,15 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, skip_missing: bool = Tr
         )
 
 
+def add_vocab_arg(parser: argparse.ArgumentParser) -> None:
+    """--text-model, for commands that read the original system's token ids but build no text model."""
+    parser.add_argument(
+        "--text-model", default=None, metavar="DIR",
+        help="folder holding bert-base-uncased's vocab.txt, for the original system's token ids "
+        "(default: the Hugging Face cache, or downloaded)",
+    )  # fmt: skip
+
+
 def splits_from_args(args: argparse.Namespace, split: str) -> dict[str, CategorySplit]:
     """Load one split as the dataset flags say; absent images fail, or with --skip-missing are dropped
     (with a one-line report on stderr)."""
