@@ -166,6 +166,12 @@ def test_every_key_maps_and_the_backbone_is_tied(trained, wrap):
     assert out["model_config"]["preset"] == "original" and out["model_config"]["text"] == SMALL_BERT
 
 
+def test_index_buffers_older_transformers_saved_are_dropped(trained):
+    position_ids = {"_orig_mod.reference_block.vlp_transformer.embeddings.position_ids": torch.arange(512)[None]}
+    out = convert_original(edited(trained[3], put=position_ids), "run.pt", text_model=str(MINILM))
+    assert not any("position_ids" in k for k in out["model_state_dict"])
+
+
 def test_converted_model_computes_the_original_function(trained, converted):
     reference, ours = trained[0].eval(), load(converted).eval()
     batch = inputs(10)

@@ -18,14 +18,14 @@ from tqdm import tqdm
 
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
-from fashionrec.model import FashionVLP, load_model
+from fashionrec.model import FashionModel, load_model
 from fashionrec.model.hub import model_from_checkpoint, read_checkpoint
 
 PREPROCESS_FIELDS = ("crop", "landmarks", "yolo_weights")
 Query = tuple[PreprocessedImage, list[int], list[int]]
 
 
-def load_checkpoint(checkpoint: Path) -> tuple[FashionVLP, dict[str, Any]]:
+def load_checkpoint(checkpoint: Path) -> tuple[FashionModel, dict[str, Any]]:
     """The model in eval mode and the preprocessing it was trained with: a training checkpoint records it
     in `train_config`; a save_pretrained directory does not, so the defaults apply."""
     checkpoint = Path(checkpoint)
@@ -38,7 +38,7 @@ def load_checkpoint(checkpoint: Path) -> tuple[FashionVLP, dict[str, Any]]:
     }
 
 
-def fingerprint(model: FashionVLP) -> str:
+def fingerprint(model: FashionModel) -> str:
     """sha256 of the architecture, the tokenizer and every weight: equal exactly when two models embed
     alike, however the checkpoint was saved (training checkpoint, exported directory, a copy)."""
     digest = hashlib.sha256()
@@ -56,7 +56,7 @@ class ModelEncoder:
     same `Preprocessor` one at a time."""
 
     def __init__(
-        self, model: FashionVLP, preprocess: PreprocessConfig, cache_dir: Path | None = None, device: str = "auto"
+        self, model: FashionModel, preprocess: PreprocessConfig, cache_dir: Path | None = None, device: str = "auto"
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device)
