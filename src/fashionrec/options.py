@@ -125,6 +125,11 @@ CATEGORIES = Option(
 SKIP_MISSING = Option(
     "--skip-missing", default=False, switch=True, help="drop queries whose images are absent instead of failing"
 )
+VOCAB = Option(
+    "--text-model",
+    help="where bert-base-uncased's vocab.txt is, for the original system's token ids and checkpoints: a folder "
+    "or a Hugging Face id (default: the Hugging Face cache, else downloaded)",
+)
 CACHE_DIR = Option("--cache-dir", default=DEFAULT_CACHE_DIR, help="preprocessing cache folder", metavar="DIR")
 
 # ---- compute --------------------------------------------------------------------------------------------

@@ -180,5 +180,7 @@ def test_mediapipe_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)
-    with pytest.raises(UserError, match=r"need mediapipe: pip install .fashionrec\[landmarks\]., or pass --landmarks none"):
+    with pytest.raises(
+        UserError, match=r"need mediapipe: pip install .fashionrec\[landmarks\]., or pass --landmarks none"
+    ):
         Preprocessor(PreprocessConfig(landmarks="mediapipe"))

@@ -9,7 +9,7 @@ from pathlib import Path
 from fashionrec.data.demo import make_demo_data
 from fashionrec.data.fashioniq import SPLITS, load_split
 from fashionrec.data.images import check_images_folder, missing_images
-from fashionrec.options import add_dataset_options
+from fashionrec.options import VOCAB, add_dataset_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataset_options(info, skip_missing=False)
     info.add_argument("--split", choices=SPLITS, default="val")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    VOCAB.add_to(info)
     info.set_defaults(func=dataset_info)
 
     demo = subparsers.add_parser("make-demo-data", help="write a small learnable dataset in the FashionIQ layout")
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def dataset_info(args: argparse.Namespace) -> int:
-    splits = load_split(args.path_file, args.split, args.categories)
+    splits = load_split(args.path_file, args.split, args.categories, args.text_model)
     folder = check_images_folder(args.path_folder)
     report = {
         name: {

@@ -19,8 +19,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     device = resolve_device(args.device)
-    model = load_model(args.checkpoint)
-    splits = load_split_with_images(args.path_file, args.path_folder, args.split, args.categories, args.skip_missing)
+    model = load_model(args.checkpoint, args.text_model)
+    splits = load_split_with_images(
+        args.path_file, args.path_folder, args.split, args.categories, args.skip_missing, text_model=args.text_model
+    )
     cache = ImageCache(args.cache_dir, PreprocessConfig(image_size=model.config.image_size, **model.config.preprocess))
     cache.build(image_paths(splits.values(), args.path_folder))
     metrics = evaluate(
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or model directory")
     opt.add_dataset_options(p)
     p.add_argument("--split", default="val", choices=SPLITS, help="split to evaluate (default: val)")
-    opt.add_options(p, opt.CACHE_DIR, opt.BATCH, opt.NUM_WORKERS, opt.DEVICE, opt.THREADS)
+    opt.add_options(p, opt.CACHE_DIR, opt.BATCH, opt.NUM_WORKERS, opt.DEVICE, opt.THREADS, opt.VOCAB)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--exclude-reference",

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "fashionrec.cli.evaluate",
     "fashionrec.cli.index",
     "fashionrec.cli.demo",
+    "fashionrec.cli.convert",
 )
 
 

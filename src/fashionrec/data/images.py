@@ -72,10 +72,11 @@ def load_split_with_images(
     categories: Sequence[str] | None = None,
     skip_missing: bool = False,
     log: Callable[[str], None] = _stderr,
+    text_model: str | None = None,
 ) -> dict[str, CategorySplit]:
     """One split whose images must all be in `path_folder`; with `skip_missing` the queries whose images
-    are absent are dropped instead, with a one-line report."""
-    splits = load_split(path_file, split, categories)
+    are absent are dropped instead, with a one-line report. `text_model`: see `load_split`."""
+    splits = load_split(path_file, split, categories, text_model)
     folder = check_images_folder(path_folder)
     absent = missing_images(splits.values(), folder)
     if not absent:

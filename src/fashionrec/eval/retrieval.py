@@ -23,7 +23,7 @@ from fashionrec.data.datasets import GalleryDataset, TripletDataset
 from fashionrec.data.fashioniq import CategorySplit, Triplet
 from fashionrec.errors import UserError
 from fashionrec.eval.metrics import recall_at_k, target_ranks
-from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.factory import FashionModel
 
 KS = (10, 50)
 STANDARD = "fashioniq-standard"
@@ -85,7 +85,7 @@ def gather_shards(local: torch.Tensor, total: int, settings: EvalSettings) -> to
 
 
 @torch.no_grad()
-def encode_gallery(model: FashionVLP, ids: Sequence[str], cache: ImageCache, settings: EvalSettings) -> torch.Tensor:
+def encode_gallery(model: FashionModel, ids: Sequence[str], cache: ImageCache, settings: EvalSettings) -> torch.Tensor:
     out = []
     for batch in loader(GalleryDataset(shard(ids, settings), cache), settings):
         b = _to(batch, settings.device)
@@ -97,7 +97,7 @@ def encode_gallery(model: FashionVLP, ids: Sequence[str], cache: ImageCache, set
 
 @torch.no_grad()
 def encode_queries(
-    model: FashionVLP, triplets: Sequence[Triplet], cache: ImageCache, settings: EvalSettings
+    model: FashionModel, triplets: Sequence[Triplet], cache: ImageCache, settings: EvalSettings
 ) -> torch.Tensor:
     out = []
     mine = shard(triplets, settings)
@@ -168,7 +168,7 @@ def with_average(per_category: dict[str, dict[str, float]]) -> dict[str, dict[st
 
 
 def evaluate(
-    model: FashionVLP, splits: dict[str, CategorySplit], cache: ImageCache, settings: EvalSettings
+    model: FashionModel, splits: dict[str, CategorySplit], cache: ImageCache, settings: EvalSettings
 ) -> dict[str, Any]:
     """Per-category and average Recall@10/50 (fractions in [0, 1]), each category's `missing_targets`, and
     under "protocol" the name of the protocol that produced them."""

@@ -19,12 +19,12 @@ from tqdm import tqdm
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
 from fashionrec.device import resolve_device
-from fashionrec.model import FashionVLP, load_model
+from fashionrec.model import FashionModel, load_model
 
 Query = tuple[PreprocessedImage, list[int], list[int]]
 
 
-def fingerprint(model: FashionVLP) -> str:
+def fingerprint(model: FashionModel) -> str:
     """sha256 of the architecture, the tokenizer and every weight: equal exactly when two models embed
     alike, however the checkpoint was saved (training checkpoint, exported directory, a copy)."""
     digest = hashlib.sha256()
@@ -42,7 +42,7 @@ class ModelEncoder:
     same `Preprocessor` one at a time."""
 
     def __init__(
-        self, model: FashionVLP, preprocess: PreprocessConfig, cache_dir: Path | None = None, device: str = "auto"
+        self, model: FashionModel, preprocess: PreprocessConfig, cache_dir: Path | None = None, device: str = "auto"
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device)

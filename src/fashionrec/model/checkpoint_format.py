@@ -4,7 +4,8 @@ with a digest of its content) and read back (safely, verified, version-checked, 
 On disk a checkpoint is one `torch.save` dict. The original system's keys (`epoch`, `model_state_dict`,
 `optimizer_state_dict`, `scheduler_state_dict`, `loss`, `recall_at_10`, `train_losses`, `val_recalls`)
 come first, so its users' tools keep reading ours; the rest is what an exact resume needs. Versions:
-- none: the original system's files (no settings inside);
+- none: fashionrec files saved without settings, and the original public system's files, which `read`
+  converts to this layout for the `original` preset (`model.original_format`);
 - 1: fashionrec's first layout (preprocessing stored in both `train_config` and `model_config`);
 - 2: preprocessing stored once, in `model_config["preprocess"]`; `content_digest`; `threads`.
 
@@ -28,7 +29,8 @@ import torch
 from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
 from fashionrec.model.config import ModelConfig
-from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.factory import FashionModel, build_model
+from fashionrec.model.original_format import convert_original, is_original_checkpoint
 from fashionrec.model.tokenizer import TextTokenizer
 
 FORMAT_VERSION = 2
@@ -136,7 +138,7 @@ def _feed(digest: Any, value: Any) -> None:
 # ---- writing -------------------------------------------------------------------------------------------
 def training_state(
     *,
-    model: FashionVLP,
+    model: FashionModel,
     optimizer_state: dict[str, Any],
     scheduler_state: dict[str, Any],
     scaler_state: dict[str, Any],
@@ -203,8 +205,14 @@ class Checkpoint:
 
     @property
     def is_original(self) -> bool:
-        """Written by the original system: weights and training state, but no settings or architecture."""
+        """Weights and training state without the architecture (saved without settings): the user names the
+        preset. (The original public system's files are converted on reading and carry their own.)"""
         return "model_config" not in self.data
+
+    @property
+    def from_original_system(self) -> bool:
+        """Written by the original public system and converted on reading."""
+        return "original" in self.data
 
     @property
     def epoch(self) -> int:
@@ -286,12 +294,12 @@ class Checkpoint:
             progress.best_recall = max(progress.val_recalls)
         return progress
 
-    def build_model(self) -> FashionVLP:
+    def build_model(self) -> FashionModel:
         """The model this checkpoint holds, rebuilt from its own config and tokenizer (weights checked)."""
         config = self.model_config
         if config is None or "tokenizer" not in self.data:
-            raise UserError(f"{self.path} has no model config (an original-format checkpoint): pass --preset")
-        model = FashionVLP(config, TextTokenizer.from_json(self.data["tokenizer"], config.max_text_len))
+            raise UserError(f"{self.path} has no model config (saved without settings): pass --preset")
+        model = build_model(config, TextTokenizer.from_json(self.data["tokenizer"], config.max_text_len))
         state = self.model_state
         check_finite(state, str(self.path))
         load_state_strict(model, state, str(self.path))
@@ -309,8 +317,9 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def read(path: str | Path, note: Callable[[str], None] = _note) -> Checkpoint:
-    """Load a checkpoint safely (`weights_only`: no code runs), check its version and digest.
+def read(path: str | Path, note: Callable[[str], None] = _note, text_model: str | None = None) -> Checkpoint:
+    """Load a checkpoint safely (`weights_only`: no code runs), check its version and digest, and convert the
+    original public system's files (`text_model`: where bert-base-uncased's vocabulary is, for those).
     Every problem is one `UserError` line naming the file."""
     path = Path(path)
     if not path.is_file():
@@ -324,8 +333,14 @@ def read(path: str | Path, note: Callable[[str], None] = _note) -> Checkpoint:
                 f"{path} holds objects other than tensors and plain data, so it was not loaded (loading it "
                 "could run code); re-save it as a fashionrec checkpoint or use another file"
             ) from None
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"Checkpoint is truncated or corrupt: {path} ({first_line})") from None
+        # torch's own message can advise turning the protection off (weights_only=False): never repeat that.
+        detail = (
+            "" if "weights_only" in str(e) else f" ({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})"
+        )
+        raise UserError(f"Checkpoint is truncated or corrupt: {path}{detail}") from None
+    if is_original_checkpoint(data):
+        note(f"{path.name} is a checkpoint of the original system: read as --preset original")
+        return Checkpoint(path, convert_original(data, str(path), text_model))
     if not isinstance(data, dict) or "model_state_dict" not in data:
         raise UserError(f"Not a fashionrec checkpoint (no model_state_dict): {path}")
     version = data.get("format_version", 0)

@@ -66,12 +66,16 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-PRESETS = ("tiny", "paper")
+PRESETS = ("tiny", "paper", "original")
+# The original system padded bert-base-uncased ids to 100 tokens; its checkpoints were trained on that length.
+ORIGINAL_TEXT_LEN = 100
 
 
 def preset_config(name: str) -> ModelConfig:
     """`tiny`: small CNN + 2-layer BERT, random init, trains on a CPU in seconds.
-    `paper`: ResNet-50 + bert-base-uncased at 224 px, d_model 768, as in the FashionVLP paper."""
+    `paper`: ResNet-50 + bert-base-uncased at 224 px, d_model 768, as in the FashionVLP paper.
+    `original`: the original public system's architecture and forward, parameter for parameter, so its
+    checkpoints load (see docs/original.md)."""
     if name == "tiny":
         return ModelConfig(preset="tiny", backbone="tiny_cnn", image_size=64, text=dict(BERT_TINY), max_text_len=32)
     if name == "paper":
@@ -84,5 +88,14 @@ def preset_config(name: str) -> ModelConfig:
             text_model="bert-base-uncased",
             # FashionVLP's landmark tokens need landmarks: MediaPipe body pose stands in for garment landmarks.
             preprocess={"crop": "foreground", "landmarks": "mediapipe", "yolo_weights": None},
+        )
+    if name == "original":
+        return ModelConfig(
+            preset="original",
+            backbone="resnet50",
+            image_size=224,
+            text=dict(BERT_BASE),
+            max_text_len=ORIGINAL_TEXT_LEN,
+            text_model="bert-base-uncased",
         )
     raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

@@ -3,6 +3,8 @@ through BERT; a target block embeds catalog images without text. Both share one 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,11 +19,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def sample_landmarks(feature_map: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+def sample_landmarks(feature_map: torch.Tensor, landmarks: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
     """Bilinear features at landmark points. `landmarks` [B, P, 2] holds (x, y) in [0, 1]; returns [B, P, C]."""
     grid = (landmarks * 2 - 1).unsqueeze(2).to(feature_map.dtype)  # [B, P, 1, 2] in [-1, 1]
-    sampled = F.grid_sample(feature_map, grid, mode="bilinear", align_corners=False)  # [B, C, P, 1]
-    return sampled.squeeze(-1).transpose(1, 2)
+    sampled = F.grid_sample(feature_map, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    return sampled.squeeze(-1).transpose(1, 2)  # [B, C, P, 1] -> [B, P, C]
+
+
+def normalise_pixels(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] (or float [0, 1]) images to ImageNet-normalised floats, as torchvision's ToTensor +
+    Normalize would give."""
+    if pixels.dtype == torch.uint8:
+        pixels = pixels.float().div_(255)
+    return (pixels - mean) / std
+
+
+def bert_config(config: ModelConfig) -> BertConfig:
+    return BertConfig(**config.text, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -60,10 +74,7 @@ class ReferenceBlock(nn.Module):
     def __init__(self, config: ModelConfig, channels: int):
         super().__init__()
         d = config.d_model
-        self.bert = BertModel(
-            BertConfig(**config.text, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout),
-            add_pooling_layer=False,
-        )
+        self.bert = BertModel(bert_config(config), add_pooling_layer=False)
         self.proj_whole = nn.Linear(channels, d)
         self.proj_crop = nn.Linear(channels, d)
         self.proj_landmark = nn.Linear(channels, d)
@@ -144,10 +155,7 @@ class FashionVLP(nn.Module):
         self, image: torch.Tensor, crop: torch.Tensor, landmarks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One backbone pass over whole images and crops together; landmark features from the whole map."""
-        pixels = torch.cat([image, crop], dim=0)
-        if pixels.dtype == torch.uint8:
-            pixels = pixels.float().div_(255)
-        pixels = (pixels - self.pixel_mean) / self.pixel_std
+        pixels = normalise_pixels(torch.cat([image, crop], dim=0), self.pixel_mean, self.pixel_std)
         whole_map, crop_map = self.backbone(pixels).chunk(2, dim=0)
         return whole_map, crop_map, sample_landmarks(whole_map, landmarks.float())
 
@@ -186,3 +194,14 @@ class FashionVLP(nn.Module):
 
     def loss(self, f_ref: torch.Tensor, f_tar: torch.Tensor, target_offset: int = 0) -> torch.Tensor:
         return contrastive_loss(f_ref, f_tar, self.config.temperature, target_offset)
+
+    def load_backbone_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """A torchvision `resnet50` state dict (its classifier is dropped)."""
+        self.backbone.load_torchvision_state(state)
+
+    def load_text_weights(self, directory: Path) -> None:
+        """BERT weights from a Hugging Face model folder (no pooler: [CLS] is read before it)."""
+        bert = BertModel.from_pretrained(
+            directory, add_pooling_layer=False, local_files_only=True, use_safetensors=True
+        )
+        self.reference.bert.load_state_dict(bert.state_dict())

@@ -14,11 +14,11 @@ from fashionrec.errors import UserError
 from fashionrec.model import checkpoint_format
 from fashionrec.model.checkpoint_format import check_finite, clean_state_dict, load_state_strict
 from fashionrec.model.config import ModelConfig
-from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.factory import FashionModel, build_model
 from fashionrec.model.tokenizer import TextTokenizer
 
 
-def save_pretrained(model: FashionVLP, directory: str | Path) -> None:
+def save_pretrained(model: FashionModel, directory: str | Path) -> None:
     """config.json (architecture and preprocessing) + tokenizer.json + model.safetensors: everything needed
     to rebuild and to serve, nothing executable."""
     directory = Path(directory)
@@ -31,26 +31,27 @@ def save_pretrained(model: FashionVLP, directory: str | Path) -> None:
     atomic_write_json(directory / "config.json", model.config.to_dict())
 
 
-def from_pretrained(directory: str | Path) -> FashionVLP:
+def from_pretrained(directory: str | Path) -> FashionModel:
     directory = Path(directory)
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         if not (directory / name).is_file():
             raise UserError(f"{directory} is not a fashionrec model directory: {name} is missing")
     config = ModelConfig.from_dict(json.loads((directory / "config.json").read_text()))
     tokenizer = TextTokenizer.from_json((directory / "tokenizer.json").read_text(), config.max_text_len)
-    model = FashionVLP(config, tokenizer)
+    model = build_model(config, tokenizer)
     state = load_file(str(directory / "model.safetensors"))
     check_finite(state, str(directory))
     load_state_strict(model, state, str(directory))
     return model
 
 
-def load_model(path: str | Path) -> FashionVLP:
-    """A model for inference from a training checkpoint (.pt) or a save_pretrained directory, in eval mode.
-    Its preprocessing settings are in `model.config.preprocess` either way."""
+def load_model(path: str | Path, text_model: str | None = None) -> FashionModel:
+    """A model for inference from a training checkpoint (.pt, fashionrec's or the original system's) or a
+    save_pretrained directory, in eval mode. Its preprocessing settings are in `model.config.preprocess`.
+    `text_model`: where bert-base-uncased's vocabulary is, for the original system's checkpoints."""
     path = Path(path)
     if path.is_dir():
         model = from_pretrained(path)
     else:
-        model = checkpoint_format.read(path).build_model()
+        model = checkpoint_format.read(path, text_model=text_model).build_model()
     return model.eval()

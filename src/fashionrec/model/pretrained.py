@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from fashionrec.bertvocab import BERT_UNCASED, find_vocab
 from fashionrec.errors import UserError
 from fashionrec.model.config import ModelConfig, preset_config
-from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.factory import FashionModel, build_model
 from fashionrec.model.tokenizer import TextTokenizer
 
 TINY_VOCAB_SIZE = 1000
@@ -179,8 +180,9 @@ def create_model(
     pretrained: bool,
     text_model: str | None = None,
     backbone_weights: str | None = None,
-) -> FashionVLP:
-    """A new model for training. Random-init text models get a WordPiece vocabulary trained on `train_texts`."""
+) -> FashionModel:
+    """A new model for training. Random-init text models get a WordPiece vocabulary trained on `train_texts`,
+    except `original`, whose ids are always bert-base-uncased's (its checkpoints' embeddings index them)."""
     config: ModelConfig = preset_config(preset)
     text_dir = None
     if text_model or (pretrained and config.text_model):
@@ -188,6 +190,10 @@ def create_model(
         config.text = _text_config(text_dir)
         config.text_model = str(text_model or config.text_model)
         tokenizer = TextTokenizer.from_directory(text_dir, config.max_text_len)
+    elif preset == "original":
+        config.text_model = None
+        tokenizer = TextTokenizer.from_vocab(find_vocab(BERT_UNCASED), config.max_text_len)
+        config.text = {**config.text, "vocab_size": tokenizer.vocab_size}
     else:
         config.text_model = None
         tokenizer = TextTokenizer.train_wordpiece(train_texts, TINY_VOCAB_SIZE, config.max_text_len)
@@ -196,16 +202,13 @@ def create_model(
     if pretrained and config.backbone == "resnet50":
         weights = resnet50_weights_file(backbone_weights)
         config.backbone_weights = str(weights)
-    model = FashionVLP(config, tokenizer)
+    model = build_model(config, tokenizer)
     if weights is not None:
         try:
-            model.backbone.load_torchvision_state(read_backbone_state(weights))
+            model.load_backbone_weights(read_backbone_state(weights))
         except RuntimeError as e:  # strict load: missing or misshapen keys
             first = str(e).strip().splitlines()[0][:200]
             raise UserError(f"backbone weights {weights} do not fit a ResNet-50: {first}") from e
     if text_dir is not None:
-        from transformers import BertModel
-
-        bert = BertModel.from_pretrained(text_dir, add_pooling_layer=False, local_files_only=True, use_safetensors=True)
-        model.reference.bert.load_state_dict(bert.state_dict())
+        model.load_text_weights(text_dir)
     return model

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
+from fashionrec.bertvocab import read_vocab
 from fashionrec.errors import UserError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -87,8 +88,13 @@ class TextTokenizer:
             tok.no_truncation()
             return cls(tok, max_length)
         if (directory / "vocab.txt").is_file():
-            vocab = {}
-            for i, line in enumerate((directory / "vocab.txt").read_text(encoding="utf-8").splitlines()):
-                vocab.setdefault(line.rstrip("\n"), i)
-            return cls(_bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))), max_length)
+            return cls.from_vocab(directory / "vocab.txt", max_length)
         raise UserError(f"no tokenizer.json or vocab.txt in text model directory {directory}")
+
+    @classmethod
+    def from_vocab(cls, path: str | Path, max_length: int) -> TextTokenizer:
+        """A BERT uncased WordPiece tokenizer over a vocab.txt (line i is token i)."""
+        vocab: dict[str, int] = {}
+        for i, token in enumerate(read_vocab(Path(path))):
+            vocab.setdefault(token, i)
+        return cls(_bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))), max_length)

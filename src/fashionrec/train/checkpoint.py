@@ -55,21 +55,22 @@ def periodic_checkpoints(directory: Path) -> list[Periodic]:
     return sorted(found, key=lambda p: (p.progress, p.path.stat().st_mtime_ns))
 
 
-def load_checkpoint(target: str | Path, log=print) -> Checkpoint:
+def load_checkpoint(target: str | Path, log=print, text_model: str | None = None) -> Checkpoint:
     """A checkpoint file, or the newest checkpoint in a folder that loads cleanly (older ones are tried
-    in turn when the newest is truncated, corrupt or fails its digest, and the fallback is reported)."""
+    in turn when the newest is truncated, corrupt or fails its digest, and the fallback is reported).
+    `text_model`: where bert-base-uncased's vocabulary is, for the original system's files."""
     target = Path(target)
     if not target.exists():
         raise UserError(f"Checkpoint not found: {target}")
     if target.is_file():
-        return checkpoint_format.read(target)
+        return checkpoint_format.read(target, text_model=text_model)
     candidates = [p.path for p in reversed(periodic_checkpoints(target))]
     candidates += sorted(target.glob("final_*.pt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     if not candidates:
         raise UserError(f"Checkpoint not found: no checkpoint files in {target}")
     for path in candidates:
         try:
-            return checkpoint_format.read(path)
+            return checkpoint_format.read(path, text_model=text_model)
         except UserError as e:
             log(f"warning: skipping unreadable checkpoint ({e}); falling back to the previous one")
     raise UserError(f"no checkpoint in {target} loads cleanly")

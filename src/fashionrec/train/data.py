@@ -53,7 +53,9 @@ class TrainingData:
 
 def load_training_data(cfg: TrainConfig, log=print) -> TrainingData:
     train, val = (
-        load_split_with_images(cfg.path_file, cfg.path_folder, split, cfg.categories, cfg.skip_missing, log)
+        load_split_with_images(
+            cfg.path_file, cfg.path_folder, split, cfg.categories, cfg.skip_missing, log, cfg.text_model
+        )
         for split in ("train", cfg.val_split)
     )
     for split in val.values():

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fashionrec.errors import UserError
 from fashionrec.model.config import ModelConfig
-from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.factory import FashionModel, build_model
 from fashionrec.model.tokenizer import TextTokenizer
 
 TIMEOUT_ENV = "FASHIONREC_DIST_TIMEOUT_S"
@@ -126,7 +126,7 @@ class DistContext:
         if self.enabled:
             torch.manual_seed(seed + 1_000_003 * (self.rank + 1))
 
-    def model_from_rank0(self, model: FashionVLP) -> FashionVLP:
+    def model_from_rank0(self, model: FashionModel) -> FashionModel:
         """Every rank takes rank 0's config and tokenizer, so a vocabulary built on each rank can never
         differ from rank 0's (other captions or library versions on another node): rank r would then feed
         token ids that mean other words to rank 0's embeddings. The weights follow when DDP wraps it."""
@@ -137,7 +137,7 @@ class DistContext:
         if self.is_main:
             return model
         config = ModelConfig.from_dict(payload[0])
-        return FashionVLP(config, TextTokenizer.from_json(payload[1], config.max_text_len))
+        return build_model(config, TextTokenizer.from_json(payload[1], config.max_text_len))
 
     def wrap(self, device: torch.device) -> Callable[[torch.nn.Module], torch.nn.Module] | None:
         if not self.enabled:
@@ -145,7 +145,7 @@ class DistContext:
         ids = [device.index] if device.type == "cuda" else None
         return lambda module: DistributedDataParallel(module, device_ids=ids)
 
-    def loss_fn(self, model: FashionVLP, global_negatives: bool) -> Callable | None:
+    def loss_fn(self, model: FashionModel, global_negatives: bool) -> Callable | None:
         """With global negatives, each query is contrasted with the targets of every rank. Every rank must
         hold the same batch size, which DistributedSampler's padding guarantees (equal samples per rank)."""
         if not (self.enabled and global_negatives):

