@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp
 
 from fashionrec.index.recommend import Recommender
 from fashionrec.serve.app import create_app
+from fashionrec.serve.inflight import InFlightLimit
+from fashionrec.serve.protocol import HeadTimeoutProtocol
+
+if TYPE_CHECKING:
+    import uvicorn
 
 # Requests beyond this many in flight get a 503 at once instead of queueing without bound.
 MAX_IN_FLIGHT = 64
+# A connection must finish each request head this many seconds after it opens or starts the request.
+HEAD_TIMEOUT = 10.0
+# An idle keep-alive connection is closed after this many seconds.
+KEEP_ALIVE_TIMEOUT = 5
 
 
 def serve(
@@ -20,9 +33,25 @@ def serve(
     recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device)
     try:
         print(f"serving {len(recommender.catalog)} items on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-        uvicorn.run(create_app(recommender), host=host, port=port, limit_concurrency=MAX_IN_FLIGHT, log_level="info")
+        uvicorn.Server(uvicorn_config(create_app(recommender), host, port)).run()
     finally:
         recommender.close()
+
+
+def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    """The server's limits: requests in flight, and time for heads and between requests (request bodies
+    are timed by `BodyLimit`)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        InFlightLimit(app, MAX_IN_FLIGHT),
+        host=host,
+        port=port,
+        http=partial(HeadTimeoutProtocol, head_timeout=HEAD_TIMEOUT),
+        ws="none",
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        log_level=log_level,
+    )
 
 
 def set_cpu_threads(threads: int) -> None:
