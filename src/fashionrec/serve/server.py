@@ -38,18 +38,27 @@ def serve(
         recommender.close()
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+def uvicorn_config(
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    max_in_flight: int = MAX_IN_FLIGHT,
+    head_timeout: float = HEAD_TIMEOUT,
+    keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT,
+) -> uvicorn.Config:
     """The server's limits: requests in flight, and time for heads and between requests (request bodies
     are timed by `BodyLimit`)."""
     import uvicorn
 
     return uvicorn.Config(
-        InFlightLimit(app, MAX_IN_FLIGHT),
+        InFlightLimit(app, max_in_flight),
         host=host,
         port=port,
-        http=partial(HeadTimeoutProtocol, head_timeout=HEAD_TIMEOUT),
+        http=partial(HeadTimeoutProtocol, head_timeout=head_timeout),
         ws="none",
-        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        timeout_keep_alive=keep_alive_timeout,
         log_level=log_level,
     )
 
