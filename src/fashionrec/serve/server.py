@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ MAX_IN_FLIGHT = 64
 HEAD_TIMEOUT = 10.0
 # An idle keep-alive connection is closed after this many seconds.
 KEEP_ALIVE_TIMEOUT = 5
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def serve(
@@ -30,6 +33,7 @@ def serve(
     import uvicorn
 
     set_cpu_threads(threads)
+    return_freed_memory()
     recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device)
     try:
         print(f"serving {len(recommender.catalog)} items on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
@@ -61,6 +65,21 @@ def uvicorn_config(
         timeout_keep_alive=keep_alive_timeout,
         log_level=log_level,
     )
+
+
+def return_freed_memory(threshold: int = 4 * 2**20) -> None:
+    """Have glibc give blocks of `threshold` bytes or more back to the system as soon as they are freed.
+
+    By default its threshold grows to the largest block freed (up to 32 MB), after which Pillow's 16 MB
+    image blocks come from per-thread arenas that keep them. Measured with 16 concurrent 36 MP PNG
+    decodes: +2.2 GB peak RSS and +350 MB kept after by default, +290 MB and +4 MB with this. Does
+    nothing on other C libraries.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):
+        pass
 
 
 def set_cpu_threads(threads: int) -> None:
