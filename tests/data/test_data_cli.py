@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fashionrec.cli.main import main
 from fashionrec.data.fashioniq import load_split
@@ -25,7 +28,7 @@ def test_dataset_info_real_val_with_every_image(fashioniq: Path, tmp_path: Path,
             (tmp_path / f"{i}.jpg").touch()
     code, out, _ = run(
         capsys, "dataset-info", "--path-file", str(fashioniq), "--path-folder", str(tmp_path),
-        "--split", "val", "--json",
+        "--split", "val", "--json", "--no-decode-check",
     )  # fmt: skip
     assert code == 0
     assert json.loads(out) == {
@@ -42,7 +45,7 @@ def test_dataset_info_table_reports_missing_images(fashioniq: Path, tmp_path: Pa
     )  # fmt: skip
     assert code == 0
     rows = [line.split() for line in out.splitlines()]
-    assert ["shirt", "2038", "6346", "6346", "2.00", "(min", "2,", "max", "2)"] in rows
+    assert ["shirt", "2038", "6346", "6346", "0", "2.00", "(min", "2,", "max", "2)"] in rows
     assert not any(r and r[0] in ("dress", "toptee") for r in rows)
 
 
@@ -56,7 +59,34 @@ def test_dataset_info_on_demo_data(demo_data: Path, capsys) -> None:
     for name, row in report.items():
         queries = json.loads((demo_data / f"captions/cap.{name}.train.json").read_text())
         gallery = json.loads((demo_data / f"image_splits/split.{name}.train.json").read_text())
-        assert row == {"queries": len(queries), "gallery": len(gallery), "missing_images": 0}
+        assert row == {"queries": len(queries), "gallery": len(gallery), "missing_images": 0, "corrupt_images": 0}
+
+
+def test_dataset_info_finds_images_that_do_not_decode(demo_data: Path, tmp_path: Path, capsys) -> None:
+    images = Path(shutil.copytree(demo_data / "images", tmp_path / "images"))
+    gallery = json.loads((demo_data / "image_splits/split.dress.val.json").read_text())
+    truncated, garbage = images / f"{gallery[0]}.jpg", images / f"{gallery[1]}.jpg"  # .jpg comes before .png
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, format="JPEG")
+    truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    garbage.write_bytes(b"\xff\xd8 not really a jpeg")
+    args = ["dataset-info", "--path-file", str(demo_data), "--path-folder", str(images), "--split", "val"]
+    code, out, err = run(capsys, *args, "--categories", "dress")
+    assert code == 0
+    assert "decoding images" in err  # the progress bar
+    named = [line for line in err.splitlines() if line.startswith("corrupt: ")]
+    assert sorted(line.split(": ")[1] for line in named) == sorted(
+        f"cannot decode image {p}" for p in (truncated, garbage)
+    )
+    header, row = out.splitlines()[1:3]
+    assert header.split()[:5] == ["category", "queries", "gallery", "missing", "corrupt"]
+    queries = len(load_split(demo_data, "val")["dress"].triplets)
+    assert row.split()[:5] == ["dress", str(queries), str(len(gallery)), "0", "2"]
+    code, out, _ = run(capsys, *args, "--json")
+    assert json.loads(out)["dress"]["corrupt_images"] == 2
+    assert json.loads(out)["shirt"]["corrupt_images"] == 0
+    code, out, err = run(capsys, *args, "--json", "--no-decode-check")
+    assert "corrupt_images" not in json.loads(out)["dress"] and "decoding" not in err
 
 
 def bad_annotations(tmp_path: Path) -> Path:

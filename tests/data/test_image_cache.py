@@ -3,7 +3,9 @@ concurrent builds, safe file formats, and reading from DataLoader workers."""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -183,6 +185,7 @@ print(ImageCache(sys.argv[1], PreprocessConfig(image_size=32)).build(paths, prog
 """
 
 
+@pytest.mark.slow
 def test_two_processes_building_at_once_share_the_work(demo_data: Path, tmp_path: Path) -> None:
     paths = [str(p) for p in sorted((demo_data / "images").glob("*.png"))[:80]]
     env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1])}
@@ -202,3 +205,112 @@ def test_unreadable_or_vanished_image_is_a_user_error(images: dict[str, Path], t
     images[second].unlink()
     with pytest.raises(UserError, match=f"image file not found: {images[second]}$"):
         ImageCache(tmp_path / "cache", CONFIG).build({second: images[second]}, progress=False)
+
+
+def damage(path: Path, offset: int, size: int) -> None:
+    """Overwrite `size` bytes at `offset` (negative: from the middle) with random bytes, in place."""
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2 if offset < 0 else offset
+    data[start : start + size] = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes()
+    with open(path, "r+b") as f:  # in place, as a stray write or a bad disk would
+        f.write(data)
+
+
+@pytest.fixture
+def clean(images: dict[str, Path], tmp_path: Path) -> dict[str, object]:
+    """What a fresh build of every image holds, to compare a repaired cache with."""
+    reference = ImageCache(tmp_path / "clean", CONFIG, chunk_images=5)
+    reference.build(images, progress=False)
+    return {i: reference.get(i) for i in images}
+
+
+@pytest.mark.parametrize(
+    "file, offset, size",
+    [
+        ("pixels.npy", -1, 1024),  # pixel data: loads fine, values wrong
+        ("pixels.npy", 0, 64),  # the .npy header
+        ("meta.safetensors", 0, 16),  # the safetensors header
+        ("meta.safetensors", -1, 8),  # box and landmark values
+    ],
+)
+def test_a_damaged_chunk_is_reported_and_rebuilt(
+    images: dict[str, Path], tmp_path: Path, clean: dict, capsys, file: str, offset: int, size: int
+) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    cache.build(images, progress=False)
+    damage(cache.root / "chunks" / f"000002.{file}", offset, size)
+    capsys.readouterr()
+    again = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    assert again.build(images, progress=False) == 5  # the damaged chunk's images, and only those
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "000002" in lines[0] and f"{file} does not match its checksum" in lines[0]
+    for image_id in images:
+        assert_same(again.get(image_id), clean[image_id])
+    assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 0
+
+
+def test_an_unreadable_manifest_is_reported_and_its_chunk_rebuilt(
+    images: dict[str, Path], tmp_path: Path, clean: dict, capsys
+) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    cache.build(images, progress=False)
+    (cache.root / "chunks" / "000001.json").write_text('{"ids": ["a"')
+    capsys.readouterr()
+    again = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    assert again.build(images, progress=False) == 5
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "000001: its manifest is unreadable" in lines[0]
+    for image_id in images:
+        assert_same(again.get(image_id), clean[image_id])
+
+
+def test_a_damaged_chunk_whose_images_are_gone_is_a_user_error(images: dict[str, Path], tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    cache.build(images, progress=False)
+    damage(cache.root / "chunks" / "000001.pixels.npy", -1, 1024)
+    gone = list(images)[0]
+    images[gone].unlink()
+    with pytest.raises(UserError, match=f"image file not found: {images[gone]}$"):
+        ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False)
+
+
+def test_copies_trust_what_build_checked_and_recheck_changed_files(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    cache.build(images, progress=False)
+    real_crc = cache_module._crc32_file
+    monkeypatch.setattr(cache_module, "_crc32_file", lambda path: pytest.fail(f"{path} summed again"))
+    worker = pickle.loads(pickle.dumps(cache))  # what a DataLoader worker gets
+    first = list(images)[0]
+    worker.get(first)  # opens chunk 1 without summing it
+    monkeypatch.setattr(cache_module, "_crc32_file", real_crc)
+    damage(cache.root / "chunks" / "000002.pixels.npy", -1, 1024)  # after build, while in use
+    worker = pickle.loads(pickle.dumps(cache))
+    with pytest.raises(UserError, match="000002: pixels.npy does not match its checksum.*run the command again"):
+        worker.get(list(images)[5])
+
+
+def test_chunks_without_checksums_are_adopted_with_a_note(
+    images: dict[str, Path], tmp_path: Path, clean: dict, capsys
+) -> None:
+    cache = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    cache.build(images, progress=False)
+    manifests = sorted((cache.root / "chunks").glob("*.json"))
+    for path in manifests:  # as the previous version wrote them
+        data = json.loads(path.read_text())
+        del data["crc32"]
+        path.write_text(json.dumps(data))
+    damage(cache.root / "chunks" / "000003.pixels.npy", 0, 64)  # a broken header is still found
+    capsys.readouterr()
+    assert ImageCache(tmp_path / "cache", CONFIG, chunk_images=5).build(images, progress=False) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "000003: cannot be read" in lines[0]
+    assert "recorded checksums for 2 chunks written without them" in lines[1]
+    assert all("crc32" in json.loads(p.read_text()) for p in sorted((cache.root / "chunks").glob("*.json")))
+    damage(cache.root / "chunks" / "000001.pixels.npy", -1, 1024)  # now detected like any other
+    again = ImageCache(tmp_path / "cache", CONFIG, chunk_images=5)
+    assert again.build(images, progress=False) == 5
+    assert "000001: pixels.npy does not match its checksum" in capsys.readouterr().err
+    for image_id in images:
+        assert_same(again.get(image_id), clean[image_id])

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
 
 from fashionrec.errors import UserError
-from fashionrec.index.images import ImageLimits, ImageTooLarge, decode_image
+from fashionrec.index.images import DecodeBudget, ImageLimits, ImageTooLarge, decode_image
 
 
 def encoded(fmt: str, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
@@ -76,3 +79,48 @@ def test_refuses_more_pixels_than_the_limit_before_decoding() -> None:
         decode_image(png_header_only(8000, 8000))
     with pytest.raises(ImageTooLarge, match="10000000000 pixels"):  # caught by Pillow's own guard
         decode_image(png_header_only(100_000, 100_000))
+
+
+@pytest.mark.parametrize(
+    "fmt, mode, size, expected",
+    [
+        ("JPEG", "RGB", (6000, 4200), (1500, 1050)),  # decoded at 1/4 scale (draft)
+        ("PNG", "RGB", (5000, 3100), (1667, 1034)),  # decoded, then reduced 3x
+        ("PNG", "P", (4200, 2100), (2100, 1050)),  # palette: converted, then reduced 2x
+        ("WEBP", "RGB", (1500, 2600), (1500, 2600)),  # too small to reduce by a whole factor
+    ],
+)
+def test_large_images_come_out_smaller_with_the_same_picture(fmt, mode, size, expected) -> None:
+    picture = Image.new("RGB", size, (200, 40, 90))
+    picture.paste((10, 220, 30), (0, 0, size[0] // 2, size[1]))  # left half green
+    picture = picture.quantize(4) if mode == "P" else picture.convert(mode)  # P: exact colours, no dither
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt, quality=95)
+    image = decode_image(buffer.getvalue(), ImageLimits(max_bytes=50_000_000))
+    assert image.mode == "RGB" and image.size == expected
+    for x in (0.25, 0.75):  # the colours either side, as a full decode has them
+        want = picture.convert("RGB").getpixel((int(x * size[0]), 10))
+        got = image.getpixel((int(x * expected[0]), 10))
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 8
+
+
+def test_the_decode_budget_bounds_decoded_bytes_held_at_once() -> None:
+    budget = DecodeBudget(limit=10)
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def decode(nbytes: int) -> None:
+        with budget.hold(nbytes):
+            with lock:
+                held[0] += nbytes
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.02)
+            with lock:
+                held[0] -= nbytes
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(decode, [4] * 16 + [50]))  # one over the limit still runs, alone
+    assert peak[0] == 50
+    peak[0] = 0
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(decode, [4] * 16))
+    assert peak[0] == 8  # two at once, never three

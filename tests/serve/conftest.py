@@ -1,44 +1,18 @@
 from __future__ import annotations
 
-import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "index"))  # shared helpers
 from rec_fixtures import SMALL_LIMITS, FakeEncoder, demo_images, solid_images, tiny_checkpoint  # noqa: E402
+from serve_helpers import live_server  # noqa: E402
 
 from fashionrec.index import Recommender, build_index  # noqa: E402
 from fashionrec.index.catalog import Catalog  # noqa: E402
 from fashionrec.serve.app import create_app  # noqa: E402
-
-
-@contextmanager
-def live_server(app: FastAPI) -> Iterator[str]:
-    """uvicorn on a free loopback port in a background thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

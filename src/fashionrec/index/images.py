@@ -1,8 +1,12 @@
-"""Decode untrusted image bytes: only real, complete, reasonably sized JPEG/PNG/WebP files get through."""
+"""Decode untrusted image bytes: only real, complete, reasonably sized JPEG/PNG/WebP files get through,
+in bounded memory."""
 
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -11,6 +15,12 @@ from fashionrec.errors import UserError
 
 FORMATS = ("JPEG", "PNG", "WEBP")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# A large upload is decoded (JPEG) or shrunk right after decoding (PNG, WebP) to about this many pixels
+# on its shorter side: over four times the model's 224 px input, so crops keep their detail.
+DECODE_SIDE = 1024
+# Decoded pixels held at once by all decodes in the process; a decode larger than this runs alone.
+DECODE_BUDGET_BYTES = 320 * 2**20
+REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # what Image.reduce takes
 
 
 @dataclass(frozen=True)
@@ -28,8 +38,35 @@ class ImageTooLarge(UserError):
     """Over the byte or pixel limit: the server answers 413 rather than 400."""
 
 
+class DecodeBudget:
+    """Lets decodes run at once only while their decoded pixels fit in `limit` bytes, so memory is bounded
+    however many uploads arrive together; small images pass while a large one decodes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        nbytes = min(nbytes, self.limit)
+        with self._free:
+            self._free.wait_for(lambda: self._used + nbytes <= self.limit)
+            self._used += nbytes
+        try:
+            yield
+        finally:
+            with self._free:
+                self._used -= nbytes
+                self._free.notify_all()
+
+
+DECODES = DecodeBudget(DECODE_BUDGET_BYTES)
+
+
 def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
-    """RGB image from `data`, or a UserError that says what is wrong with it."""
+    """RGB image from `data`, or a UserError that says what is wrong with it. Large images come out with
+    about DECODE_SIDE pixels on the shorter side (the model sees far fewer)."""
     if not data:
         raise UserError("the image is empty")
     if len(data) > limits.max_bytes:
@@ -40,7 +77,11 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
             raise ImageTooLarge(
                 f"the image is {image.width}x{image.height} pixels; the limit is {limits.max_pixels} pixels"
             )
-        image.load()
+        if image.format == "JPEG":
+            image.draft("RGB", (DECODE_SIDE, DECODE_SIDE))  # decodes at 1/2, 1/4 or 1/8 scale when that fits
+        with DECODES.hold(_decoded_bytes(image)):
+            image.load()
+            image = _shrink(image)
         return ImageOps.exif_transpose(image).convert("RGB")  # upright, as training loads its images
     except UserError:
         raise
@@ -50,3 +91,20 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
         raise UserError("the upload is not a JPEG, PNG or WebP image") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"the image could not be decoded; it may be truncated or corrupt ({e})") from e
+
+
+def _decoded_bytes(image: Image.Image) -> int:
+    """Memory a decode and `_shrink` may hold: Pillow keeps most modes in 4 bytes a pixel, and a mode that
+    cannot be reduced directly is converted at full size first."""
+    pixels = image.width * image.height
+    return pixels * 4 * (1 if image.mode in REDUCIBLE_MODES else 2)
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    """A box-filtered reduction by a whole factor that keeps the shorter side at least DECODE_SIDE."""
+    factor = min(image.size) // DECODE_SIDE
+    if factor < 2:
+        return image
+    if image.mode not in REDUCIBLE_MODES:
+        image = image.convert("RGB")  # what decode_image returns anyway
+    return image.reduce(factor)

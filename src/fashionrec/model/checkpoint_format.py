@@ -307,8 +307,9 @@ class Checkpoint:
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Bring a version-1 layout to the current one (version 0, the original system's, stays as it is)."""
-    if data.get("format_version") == 1 and "model_config" in data:
+    """Bring fashionrec's older layouts (version 1, or none) to the current one: their settings held the
+    preprocessing the model was trained with."""
+    if data.get("format_version", 0) <= 1 and "model_config" in data:
         saved = data.get("train_config") or {}
         preprocess = {k: saved[k] for k in PREPROCESS_KEYS if k in saved}
         model_config = {**data["model_config"]}

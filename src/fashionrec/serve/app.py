@@ -19,6 +19,7 @@ from starlette.formparsers import MultiPartException
 from fashionrec.errors import UserError
 from fashionrec.index.images import ImageLimits, ImageTooLarge
 from fashionrec.index.recommend import Match
+from fashionrec.serve.head import HeadAsGet
 from fashionrec.serve.limits import BodyLimit
 
 STATIC = Path(__file__).parent / "static"
@@ -50,6 +51,7 @@ def error(status: int, message: str) -> JSONResponse:
 def create_app(service: RecommendService) -> FastAPI:
     app = FastAPI(title="fashionrec", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_bytes + FORM_OVERHEAD)
+    app.add_middleware(HeadAsGet)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(HTTPException)

@@ -1,0 +1,164 @@
+"""Limits that keep one client from hurting others: request-head and body deadlines, the in-flight request
+limit, and clear answers to HEAD and to a cut-off upload."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from serve_helpers import live_server
+
+from fashionrec.index import Recommender
+from fashionrec.serve.app import create_app
+from fashionrec.serve.inflight import InFlightLimit
+from fashionrec.serve.limits import BodyLimit
+from fashionrec.serve.server import uvicorn_config
+
+
+@pytest.fixture(scope="module")
+def client(fake_recommender: Recommender) -> Iterator[TestClient]:
+    with TestClient(create_app(fake_recommender)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("url", ["/", "/health", "/items/c001/image", "/static/app.js"])
+def test_head_answers_like_get_without_a_body(client: TestClient, url: str) -> None:
+    get, head = client.get(url), client.head(url)
+    assert get.status_code == head.status_code == 200
+    assert head.content == b""
+    for name in ("content-type", "content-length"):
+        assert head.headers[name] == get.headers[name]
+
+
+def test_head_is_405_where_get_is(client: TestClient) -> None:
+    assert client.head("/recommend").status_code == client.get("/recommend").status_code == 405
+
+
+def form(image: bytes, text: str = "is red") -> bytes:
+    return (
+        b'--B\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+        + image
+        + f'\r\n--B\r\nContent-Disposition: form-data; name="text"\r\n\r\n{text}\r\n--B--\r\n'.encode()
+    )
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.9, -12])  # in the image, in the text part, before the last boundary
+def test_a_cut_off_upload_gets_its_own_message(client: TestClient, fake_recommender: Recommender, keep) -> None:
+    body = form(fake_recommender.image_path("c001").read_bytes())
+    headers = {"content-type": "multipart/form-data; boundary=B"}
+    whole = client.post("/recommend", content=body, headers=headers)
+    assert whole.status_code == 200, whole.text
+    cut = body[: int(keep * len(body)) if isinstance(keep, float) else keep]
+    response = client.post("/recommend", content=cut, headers=headers)
+    assert response.status_code == 400
+    assert "cut off" in response.json()["error"] and "feedback text" not in response.json()["error"]
+
+
+def test_requests_over_the_in_flight_limit_get_503_at_once() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def slow(scope, receive, send) -> None:
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"done"})
+
+        limited = InFlightLimit(slow, max_requests=2)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(limited), base_url="http://test") as client:
+            waiting = [asyncio.create_task(client.get("/")) for _ in range(2)]
+            while limited.in_flight < 2:
+                await asyncio.sleep(0.01)
+            busy = await client.get("/")
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert "busy" in busy.json()["error"]
+            release.set()
+            assert [(await w).status_code for w in waiting] == [200, 200]
+            assert (await client.get("/")).status_code == 200 and limited.in_flight == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+async def body_length(scope, receive, send) -> None:
+    """Reads the whole body and answers its length."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(b"%d" % size))]}
+    )
+    await send({"type": "http.response.body", "body": b"%d" % size})
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_body_must_keep_a_minimum_rate() -> None:
+    app = BodyLimit(body_length, max_bytes=10_000, timeout=0.5, min_rate=1000)
+    with live_server(app) as url:
+        slow = connect(url)
+        slow.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n")
+        start = time.monotonic()
+        for _ in range(50):  # a byte every 0.1 s: the deadline stays near 0.5 s
+            try:
+                slow.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.1)
+        answer = read_all(slow)
+        assert answer.startswith(b"HTTP/1.1 408") and b"too slowly" in answer
+        assert time.monotonic() - start < 3
+        steady = connect(url)  # 2,000 bytes at ~4,000 bytes/s: past 0.5 s, but never behind
+        steady.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2000\r\nconnection: close\r\n\r\n")
+        for _ in range(20):
+            steady.sendall(b"y" * 100)
+            time.sleep(0.025)
+        assert read_all(steady).endswith(b"\r\n\r\n2000")
+
+
+def test_connections_must_finish_each_request_head_in_time(fake_recommender: Recommender) -> None:
+    config = uvicorn_config(create_app(fake_recommender), log_level="warning", head_timeout=0.5, keep_alive_timeout=1)
+    with live_server(config=config) as url:
+        idle, partial, trickle = (connect(url) for _ in range(3))
+        start = time.monotonic()
+        partial.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        for byte in b"GET /health HTTP/1.1\r\nhost: x\r\n":  # 0.1 s a byte: never finishes in time
+            try:
+                trickle.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        assert read_all(idle) == b""  # closed, nothing to answer
+        assert read_all(partial).startswith(b"HTTP/1.1 408")
+        assert read_all(trickle).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - start < 4.5
+        late = connect(url)
+        time.sleep(0.3)
+        late.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")  # in time, if late
+        assert read_all(late).startswith(b"HTTP/1.1 200")
+        reused = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=10)
+        sockets = set()
+        for _ in range(3):  # 0.9 s in all: each request on a kept-alive connection has its own deadline
+            reused.request("GET", "/health")
+            assert reused.getresponse().read().startswith(b'{"status":"ok"')
+            sockets.add(reused.sock)
+            time.sleep(0.3)
+        assert len(sockets) == 1
+        assert httpx.get(f"{url}/health").status_code == 200
