@@ -26,9 +26,11 @@ Query = tuple[PreprocessedImage, list[int], list[int]]
 
 def fingerprint(model: FashionModel) -> str:
     """sha256 of the architecture, the tokenizer and every weight: equal exactly when two models embed
-    alike, however the checkpoint was saved (training checkpoint, exported directory, a copy)."""
+    alike, however the checkpoint was saved (training checkpoint, exported directory, a copy). The
+    preprocessing is left out: an index records its own, and queries use the index's."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    architecture = {k: v for k, v in model.config.to_dict().items() if k != "preprocess"}
+    digest.update(json.dumps(architecture, sort_keys=True).encode())
     digest.update(model.tokenizer.to_json().encode())
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().cpu().contiguous()
