@@ -44,9 +44,12 @@ def read_only(tmp_path: Path) -> Iterator[Path]:
 
 
 def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    """The error line (progress bars may come before it on stderr)."""
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err
+    assert err.count("error: ") == 1 and "Traceback" not in err, err
+    last = err.rstrip("\n").split("\n")[-1].split("\r")[-1]
+    assert last.startswith("error: ") and err.endswith("\n"), err
+    return last
 
 
 def test_output_dir_that_is_a_file(tiny_args, tmp_path, capsys):
