@@ -2,9 +2,11 @@
 
     venv/bin/python benchmarks/bench_serve.py [--requests 200] [--concurrency 1 8]
 
-Builds demo data, a random-init tiny checkpoint and its index in a temp folder, starts the real
-`fashionrec serve` in a subprocess on a free loopback port, and sends multipart queries from client
-threads. Prints p50/p99 latency and requests/s per concurrency; writes .bench/serve.json.
+Builds demo data, a random-init tiny checkpoint and its index (with the demo's categories) in a temp
+folder, starts the real `fashionrec serve` in a subprocess on a free loopback port, and sends queries
+from client threads, four kinds side by side: an uploaded photo, a catalog item as the reference
+(`item_id`), and each of those restricted to the reference's category. Prints p50/p99 latency and
+requests/s per kind and concurrency; writes .bench/serve.json.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def prepare(work: Path, images: int) -> tuple[Path, Path, Path]:
 
     from fashionrec.data.demo import make_demo_data
     from fashionrec.index import build_index
+    from fashionrec.index.categories import from_split_files
     from fashionrec.model import create_model, save_pretrained
 
     folder = work / "demo" / "images"
@@ -41,8 +44,31 @@ def prepare(work: Path, images: int) -> tuple[Path, Path, Path]:
     if not checkpoint.is_dir():
         torch.manual_seed(0)
         save_pretrained(create_model("tiny", TEXTS, pretrained=False), checkpoint)
-    build_index(checkpoint, folder, work / "index", cache_dir=work / "cache", device="cpu")
+    categories = from_split_files(work / "demo")
+    build_index(checkpoint, folder, work / "index", cache_dir=work / "cache", device="cpu", categories=categories)
     return checkpoint, work / "index", folder
+
+
+# The demo's id prefix says its category.
+CATEGORY = {"D": "dress", "S": "shirt", "T": "toptee"}
+KINDS = ("upload", "item_id", "upload + category", "item_id + category")
+
+
+def requests_of(kind: str, references: list[Path], count: int, k: int) -> list[tuple[dict | None, dict]]:
+    """(multipart files or None, form fields) for `count` queries of one kind, cycling through references."""
+    specs = []
+    for i in range(count):
+        ref, text = references[i % len(references)], TEXTS[i % len(TEXTS)]
+        data = {"text": text, "k": str(k)}
+        files = None
+        if kind.startswith("upload"):
+            files = {"image": ("q.png", ref.read_bytes(), "image/png")}
+        else:
+            data["item_id"] = ref.stem
+        if kind.endswith("category"):
+            data["category"] = CATEGORY[ref.stem[0]]
+        specs.append((files, data))
+    return specs
 
 
 def free_port() -> int:
@@ -82,16 +108,14 @@ def start_server(checkpoint: Path, index: Path, port: int, threads: int) -> subp
     raise RuntimeError("the server did not answer /health within 120 s")
 
 
-def load(url: str, queries: list[tuple[bytes, str]], concurrency: int, k: int) -> dict[str, float]:
+def load(url: str, queries: list[tuple[dict | None, dict]], concurrency: int) -> dict[str, float]:
     """Send every query once, `concurrency` at a time; each client thread keeps one connection."""
     clients = [httpx.Client(base_url=url, timeout=120) for _ in range(concurrency)]
 
     def one(i: int) -> float:
-        image, text = queries[i]
+        files, data = queries[i]
         start = time.perf_counter()
-        response = clients[i % concurrency].post(
-            "/recommend", files={"image": ("q.png", image, "image/png")}, data={"text": text, "k": str(k)}
-        )
+        response = clients[i % concurrency].post("/recommend", files=files, data=data)
         elapsed = time.perf_counter() - start
         if response.status_code != 200:
             raise RuntimeError(f"request {i}: {response.status_code} {response.text[:200]}")
@@ -130,24 +154,26 @@ def main() -> None:
 
     checkpoint, index, folder = prepare(args.work, args.images)
     references = sorted(folder.glob("*.png"))
-    queries = [(references[i % len(references)].read_bytes(), TEXTS[i % len(TEXTS)]) for i in range(args.requests)]
     port = free_port()
     server = start_server(checkpoint, index, port, args.threads)
+    rows = []
     try:
         url = f"http://127.0.0.1:{port}"
-        load(url, queries[:20], 2, args.k)  # warm-up
-        rows = [load(url, queries, c, args.k) for c in args.concurrency]
+        load(url, requests_of("upload", references, 20, args.k), 2)  # warm-up
+        for kind in KINDS:
+            queries = requests_of(kind, references, args.requests, args.k)
+            rows += [{"kind": kind, **load(url, queries, c)} for c in args.concurrency]
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(
         f"\n/recommend, tiny preset on CPU ({os.cpu_count()} CPUs, server --threads {args.threads}), "
-        f"{args.images}-item catalog, k={args.k}"
+        f"{args.images}-item catalog in 3 categories, k={args.k}"
     )
-    print(f"{'concurrency':>11} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
+    print(f"{'reference':<20} {'concurrency':>11} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
     for r in rows:
         print(
-            f"{r['concurrency']:>11} {r['requests']:>9} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['kind']:<20} {r['concurrency']:>11} {r['requests']:>9} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
             f"{r['requests_per_s']:>7.1f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -100,3 +100,12 @@ def test_output_must_be_a_folder(tmp_path: Path) -> None:
     (tmp_path / "file").touch()
     with pytest.raises(UserError, match="not a folder"):
         make_demo_data(tmp_path / "file", images=9, seed=0)
+
+
+def test_validation_galleries_of_a_chosen_size(tmp_path: Path) -> None:
+    root = make_demo_data(tmp_path / "d", images=90, seed=0, val_images=20, image_size=32)
+    val, train = load_split(root, "val"), load_split(root, "train")
+    assert all(len(val[c].gallery) == 20 and len(train[c].gallery) == 10 for c in CATEGORIES)
+    for bad in (0, 30):
+        with pytest.raises(UserError, match="--val-images must be from 1 to 29"):
+            make_demo_data(tmp_path / f"bad{bad}", images=90, val_images=bad)

@@ -117,4 +117,6 @@ def test_dataset_info_reads_the_legacy_layout_with_its_defaults(tmp_path: Path, 
          "--text-model", str(MINILM)]
     )  # fmt: skip
     assert code == 0
-    assert json.loads(capsys.readouterr().out) == {"all": {"queries": 4, "gallery": 3, "missing_images": 1, "corrupt_images": 0}}
+    assert json.loads(capsys.readouterr().out) == {
+        "all": {"queries": 4, "gallery": 3, "missing_images": 1, "corrupt_images": 0}
+    }

@@ -13,10 +13,23 @@ from fashionrec.index.faiss_backend import FaissBackend
 
 
 def brute_force(
-    vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, exclude: set[str] = frozenset()
+    vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, exclude: set[str] = frozenset(), among=None
 ) -> list[str]:
     order = np.argsort(-(vectors @ query), kind="stable")
-    return [ids[r] for r in order if ids[r] not in exclude][:k]
+    return [ids[r] for r in order if ids[r] not in exclude and (among is None or ids[r] in among)][:k]
+
+
+def labels(ids: list[str]) -> list[tuple[str, ...]]:
+    """Three categories of unequal size; every seventh item is in two of them (as FashionIQ's shirts/tops)."""
+    names = ["dress", "shirt", "shirt", "toptee", "toptee", "toptee"]
+    return [
+        (names[i % 6], "toptee") if i % 7 == 0 and names[i % 6] != "toptee" else (names[i % 6],)
+        for i in range(len(ids))
+    ]
+
+
+def members(ids: list[str], categories: list[tuple[str, ...]], name: str) -> set[str]:
+    return {i for i, names in zip(ids, categories, strict=True) if name in names}
 
 
 @pytest.fixture
@@ -36,10 +49,10 @@ def backend_factory(request: pytest.FixtureRequest, tmp_path: Path):
         opened.append(new_backend(request.param, tmp_path, url=":memory:", collection="items"))
         return opened[-1]
 
-    def reopen(entry, ids):
+    def reopen(entry, ids, categories=None):
         if request.param == "qdrant":
             return opened[-1]
-        opened.append(open_backend(entry, tmp_path, ids))
+        opened.append(open_backend(entry, tmp_path, ids, categories))
         return opened[-1]
 
     yield make, reopen
@@ -86,6 +99,40 @@ def test_update_in_place_adds_changes_and_removes(backend_factory, data) -> None
     assert {i for i, _ in store.search(queries[:1], 10)[0]} == set(new_ids[:10])
 
 
+def test_category_filtered_search_is_the_brute_force_ranking_within_the_category(backend_factory, data) -> None:
+    make, reopen = backend_factory
+    ids, vectors, queries = data
+    categories = labels(ids)
+    entry = make().sync(ids, vectors, changed=ids, removed=[], reset=True, categories=categories)
+    store = reopen(entry, ids, categories)
+    for name in ("dress", "shirt", "toptee"):
+        among = members(ids, categories, name)
+        exclude = set(brute_force(vectors, ids, queries[0], 2, among=among))
+        for k in (1, 10, len(among) + 5):
+            for query, hits in zip(queries, store.search(queries, k, exclude, category=name), strict=True):
+                assert [i for i, _ in hits] == brute_force(vectors, ids, query, k, exclude, among)
+                np.testing.assert_allclose(
+                    [s for _, s in hits], [float(vectors[ids.index(i)] @ query) for i, _ in hits], rtol=1e-4, atol=1e-5
+                )
+    assert store.search(queries, 5, category="coat") == [[] for _ in queries]
+
+
+def test_an_update_that_only_moves_items_between_categories_is_searched_right(backend_factory, data) -> None:
+    make, reopen = backend_factory
+    ids, vectors, queries = data
+    store = make()
+    store.sync(ids, vectors, changed=ids, removed=[], reset=True, categories=labels(ids))
+    moved = labels(ids)
+    moved[:30] = [("dress",)] * 30
+    changed = [i for i, a, b in zip(ids, labels(ids), moved, strict=True) if a != b]
+    entry = store.sync(ids, vectors, changed=changed, removed=[], reset=False, categories=moved)
+    store = reopen(entry, ids, moved)
+    among = members(ids, moved, "dress")
+    assert [i for i, _ in store.search(queries[:1], 300, category="dress")[0]] == brute_force(
+        vectors, ids, queries[0], 300, among=among
+    )
+
+
 def test_qdrant_reset_drops_points_from_elsewhere(tmp_path: Path, data) -> None:
     ids, vectors, queries = data
     store = new_backend("qdrant", tmp_path, url=":memory:", collection="items")
@@ -115,6 +162,23 @@ def test_faiss_goes_approximate_above_threshold_and_measures_recall(tmp_path: Pa
     )
     assert recall >= 0.85
     assert FaissBackend(tmp_path, approx_threshold=10_000).sync(ids, vectors)["type"] == "flat"
+
+
+def test_faiss_ivf_filtered_search_fills_k_from_a_small_category(tmp_path: Path) -> None:
+    """A category of 20 scattered items rarely has 10 members in the few lists IVF probes: the search
+    then scans every list, and returns the category's exact top 10."""
+    rng = np.random.default_rng(4)
+    centres = unit(rng.standard_normal((20, 32)))
+    vectors = unit(centres[rng.integers(0, 20, 4000)] + 0.3 * rng.standard_normal((4000, 32)) / np.sqrt(32))
+    ids = [str(i) for i in range(4000)]
+    few = set(rng.choice(4000, 20, replace=False).tolist())
+    categories = [("rare",) if i in few else ("common",) for i in range(4000)]
+    entry = FaissBackend(tmp_path, approx_threshold=1000, target_recall=0.9).sync(ids, vectors, categories=categories)
+    assert entry["type"] == "ivf" and entry["nprobe"] < entry["nlist"]
+    store = FaissBackend.open(tmp_path, entry, ids, categories)
+    among = {str(i) for i in few}
+    for query, hits in zip(vectors[:20], store.search(vectors[:20], 10, category="rare"), strict=True):
+        assert [i for i, _ in hits] == brute_force(vectors, ids, query, 10, among=among)
 
 
 def test_faiss_keeps_the_exact_index_when_ivf_would_need_most_lists(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from rec_fixtures import tiny_checkpoint
 from fashionrec.cli.main import main
 from fashionrec.errors import UserError
 from fashionrec.index import Recommender, build_index
+from fashionrec.index.catalog import UnknownItem
 from fashionrec.index.manifest import load_manifest
 
 
@@ -233,3 +234,75 @@ def test_an_unreadable_catalog_image_is_named_in_a_user_error(built, tiny_ckpt: 
     with pytest.raises(UserError, match="broken.png"):
         build_index(tiny_ckpt, catalog, tmp_path / "index", cache_dir=root / "cache", device="cpu")
     assert not (tmp_path / "index" / "manifest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def labelled(built, tiny_ckpt: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo images indexed with the categories of the demo's FashionIQ split files."""
+    root, images, _ = built
+    out = tmp_path_factory.mktemp("labelled") / "index"
+    code = main(
+        ["index", "--checkpoint", str(tiny_ckpt), "--images", str(demo_dir), "--out", str(out)]
+        + ["--cache-dir", str(root / "cache"), "--device", "cpu", "--path-file", str(demo_dir.parent)]
+    )
+    assert code == 0
+    return out
+
+
+def test_a_catalog_item_as_reference_within_its_category(labelled: Path, demo_dir: Path, tiny_ckpt: Path) -> None:
+    ids, vectors = embeddings(labelled)
+    dresses = {i for i in ids if i.startswith("D")}
+    recommender = Recommender.open(tiny_ckpt, labelled, device="cpu")
+    try:
+        assert recommender.categories() == {"dress": 16, "shirt": 16, "toptee": 16}
+        text = "has long sleeves"
+        matches = recommender.recommend(None, text, 8, item_id="D000003", category="dress")
+        # The same picture uploaded gives the same query vector.
+        uploaded = recommender.recommend((demo_dir / "D000003.png").read_bytes(), text, 8, category="dress")
+        prepared = recommender.encoder.prepare_query(Image.open(demo_dir / "D000003.png").convert("RGB"), text)
+        query = recommender.encoder.encode_queries([prepared])[0]
+        everything = recommender.recommend(None, text, 47, item_id="D000003")
+    finally:
+        recommender.close()
+    order = [ids[r] for r in np.argsort(-(vectors @ query), kind="stable") if ids[r] != "D000003"]
+    assert [m.id for m in matches] == [i for i in order if i in dresses][:8]
+    assert [m.id for m in uploaded] == [m.id for m in matches]
+    assert all(m.categories == ("dress",) for m in matches)
+    assert [m.id for m in everything] == order  # the whole catalog but the reference itself
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"item_id": "nope"}, UnknownItem, "no catalog item with id 'nope'"),
+        ({"item_id": "../D000001"}, UnknownItem, "no catalog item"),
+        ({"item_id": "D000001", "category": "coat"}, UserError, "unknown category 'coat'; this catalog has: dress"),
+        ({"item_id": "D000001", "image": b"x"}, UserError, "not both"),
+        ({}, UserError, "give a reference"),
+    ],
+)
+def test_bad_item_or_category_queries(labelled: Path, tiny_ckpt: Path, kwargs, error, message: str) -> None:
+    recommender = Recommender.open(tiny_ckpt, labelled, device="cpu")
+    try:
+        with pytest.raises(error, match=message):
+            recommender.recommend(kwargs.pop("image", None), "is red", 5, **kwargs)
+    finally:
+        recommender.close()
+
+
+def test_cli_recommend_from_an_item_in_a_category(
+    labelled: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = ["recommend", "--checkpoint", str(tiny_ckpt), "--index", str(labelled), "--device", "cpu"]
+    code = main([*base, "--item", "S000002", "--text", "is red", "-k", "4", "--category", "shirt", "--json"])
+    body = json.loads(capsys.readouterr().out)
+    assert code == 0 and body["item"] == "S000002" and body["category"] == "shirt"
+    assert len(body["results"]) == 4 and all(r["categories"] == ["shirt"] for r in body["results"])
+    assert "S000002" not in [r["id"] for r in body["results"]]
+    for extra, message in ((["--item", "nope"], "no catalog item"), (["--item", "S000002", "--category", "x"], "x'")):
+        assert main([*base, *extra, "--text", "is red"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--item", "S000002", "--image", "x.png", "--text", "is red"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

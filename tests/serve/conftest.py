@@ -12,15 +12,20 @@ from serve_helpers import live_server  # noqa: E402
 
 from fashionrec.index import Recommender, build_index  # noqa: E402
 from fashionrec.index.catalog import Catalog  # noqa: E402
+from fashionrec.index.categories import from_split_files  # noqa: E402
 from fashionrec.serve.app import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def fake_recommender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recommender]:
-    """A real Recommender over 12 solid-colour images with FakeEncoder in place of the model."""
+    """A real Recommender over 12 solid-colour images with FakeEncoder in place of the model; c000, c002 ...
+    are "even", the others "odd", and c000 is "featured" too."""
     root = tmp_path_factory.mktemp("fake")
     encoder = FakeEncoder()
-    build_index(Path("unused"), solid_images(root / "images", 12), root / "index", encoder=encoder)
+    categories = {f"c{i:03d}": ("even",) if i % 2 == 0 else ("odd",) for i in range(12)}
+    categories["c000"] = ("even", "featured")
+    images = solid_images(root / "images", 12)
+    build_index(Path("unused"), images, root / "index", encoder=encoder, categories=categories)
     recommender = Recommender(encoder, Catalog.open(root / "index"), SMALL_LIMITS)
     yield recommender
     recommender.close()
@@ -28,11 +33,13 @@ def fake_recommender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recom
 
 @pytest.fixture(scope="session")
 def tiny_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Recommender, Path]]:
-    """The real tiny model over an index of the demo images, and the images folder."""
+    """The real tiny model over an index of the demo images (16 per category, categories from the demo's
+    split files), and the images folder."""
     root = tmp_path_factory.mktemp("tiny")
     checkpoint = tiny_checkpoint(root / "ckpt")
     images = demo_images(root / "demo")
-    build_index(checkpoint, images, root / "index", cache_dir=root / "cache", device="cpu")
+    categories = from_split_files(images.parent)
+    build_index(checkpoint, images, root / "index", cache_dir=root / "cache", device="cpu", categories=categories)
     recommender = Recommender.open(checkpoint, root / "index", device="cpu")
     yield recommender, images
     recommender.close()

@@ -35,15 +35,15 @@ def noisy_png(side: int) -> bytes:
     return buffer.getvalue()
 
 
-def post(client: TestClient, image: bytes | None = None, text: str | None = "is red", k: str | None = "5"):
+def post(client: TestClient, image: bytes | None = None, text: str | None = "is red", k: str | None = "5", **fields):
     files = {"image": ("query.png", image, "image/png")} if image is not None else None
-    data = {name: value for name, value in (("text", text), ("k", k)) if value is not None}
+    data = {name: value for name, value in (("text", text), ("k", k), *fields.items()) if value is not None}
     return client.post("/recommend", files=files, data=data)
 
 
 def test_health_reports_the_catalog(client: TestClient) -> None:
     body = client.get("/health").json()
-    assert body["status"] == "ok" and body["items"] == 12 and body["max_k"] == 100
+    assert body["status"] == "ok" and body["items"] == 12 and body["max_k"] == 100 and body["max_page"] == 100
 
 
 def test_page_and_its_assets_are_served(client: TestClient) -> None:
@@ -176,11 +176,13 @@ def test_unexpected_errors_are_500_json_and_not_leaked(fake_recommender: Recomme
     class Broken:
         limits = SMALL_LIMITS
 
-        def recommend(self, image: bytes, text: str, k: int):
+        def recommend(self, image: bytes | None, text: str, k: int, item_id=None, category=None):
             raise RuntimeError("secret internal detail")
 
         image_path = fake_recommender.image_path
         health = fake_recommender.health
+        categories = fake_recommender.categories
+        items = fake_recommender.items
 
     with TestClient(create_app(Broken()), raise_server_exceptions=False) as client:
         response = post(client, png())
@@ -203,3 +205,110 @@ def test_ids_with_folders_and_odd_characters_round_trip(tmp_path: Path) -> None:
                 assert client.get(r["image_url"]).content == recommender.image_path(r["id"]).read_bytes()
     finally:
         recommender.close()
+
+
+def test_categories_are_listed_with_their_sizes(client: TestClient) -> None:
+    assert client.get("/categories").json() == {
+        "categories": [{"name": "even", "items": 6}, {"name": "featured", "items": 1}, {"name": "odd", "items": 6}]
+    }
+
+
+def test_items_are_paged_in_id_order_with_fetchable_images(client: TestClient, fake_recommender: Recommender) -> None:
+    body = client.get("/items", params={"offset": 2, "limit": 3}).json()
+    assert body["total"] == 12 and (body["offset"], body["limit"]) == (2, 3)
+    assert [i["id"] for i in body["items"]] == ["c002", "c003", "c004"]
+    assert body["items"][0] == {"id": "c002", "categories": ["even"], "image_url": "/items/c002/image"}
+    image = client.get(body["items"][1]["image_url"])
+    assert image.content == fake_recommender.image_path("c003").read_bytes()
+    assert [i["id"] for i in client.get("/items").json()["items"]] == [f"c{i:03d}" for i in range(12)]
+    assert client.get("/items", params={"offset": 12}).json()["items"] == []
+    assert client.get("/items", params={"offset": "9" * 400}).json()["items"] == []
+
+
+def test_items_of_one_category(client: TestClient) -> None:
+    body = client.get("/items", params={"category": "odd", "offset": 4, "limit": 100}).json()
+    assert body["total"] == 6 and [i["id"] for i in body["items"]] == ["c009", "c011"]
+    featured = client.get("/items", params={"category": "featured"}).json()["items"]
+    assert featured == [{"id": "c000", "categories": ["even", "featured"], "image_url": "/items/c000/image"}]
+    assert client.get("/items", params={"category": ""}).json()["total"] == 12  # the page's "all categories"
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"limit": 0}, "limit: Input should be greater than or equal to 1"),
+        ({"limit": 101}, "limit: Input should be less than or equal to 100"),
+        ({"limit": "ten"}, "limit: Input should be a valid integer"),
+        ({"offset": -1}, "offset: Input should be greater than or equal to 0"),
+        ({"offset": "9" * 5000}, "offset: Unable to parse input string as an integer"),
+        ({"category": "coats"}, "unknown category 'coats'; this catalog has: even, featured, odd"),
+        ({"category": "x" * 101}, "category: String should have at most 100 characters"),
+    ],
+)
+def test_bad_item_pages_are_400_with_a_clear_message(client: TestClient, params: dict, message: str) -> None:
+    response = client.get("/items", params=params)
+    assert response.status_code == 400 and message in response.json()["error"]
+
+
+def test_limit_bounds_are_inclusive(client: TestClient) -> None:
+    assert len(client.get("/items", params={"limit": 1}).json()["items"]) == 1
+    assert len(client.get("/items", params={"limit": 100}).json()["items"]) == 12
+
+
+def test_a_catalog_item_as_reference(client: TestClient, fake_recommender: Recommender) -> None:
+    response = post(client, item_id="c003", k="11")
+    assert response.status_code == 200
+    results = response.json()["results"]
+    expected = fake_recommender.recommend(fake_recommender.image_path("c003").read_bytes(), "is red", 11)
+    assert [r["id"] for r in results] == [m.id for m in expected] and "c003" not in [r["id"] for r in results]
+    assert results[0]["categories"] == list(fake_recommender.catalog.items[results[0]["id"]].categories)
+
+
+def test_results_restricted_to_a_category(client: TestClient) -> None:
+    for fields in ({"item_id": "c003"}, {"image": png(colour=(5, 200, 5))}):
+        results = post(client, k="20", category="even", **fields).json()["results"]
+        assert sorted(r["id"] for r in results) == [f"c{i:03d}" for i in range(0, 12, 2)]
+        assert all("even" in r["categories"] for r in results)
+    results = post(client, item_id="c000", k="20", category="even").json()["results"]
+    assert len(results) == 5 and "c000" not in [r["id"] for r in results]  # the reference never comes back
+    assert post(client, item_id="c000", k="20", category="featured").json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    "fields, status, message",
+    [
+        ({"item_id": "nope"}, 404, "no catalog item with id 'nope'"),
+        ({"item_id": "../c001"}, 404, "no catalog item"),
+        ({"item_id": "c001.png"}, 404, "no catalog item"),
+        ({"item_id": ""}, 404, "no catalog item with id ''"),
+        ({"item_id": "c001", "image": png()}, 400, "not both"),
+        ({"item_id": "c001", "category": "coats"}, 400, "unknown category 'coats'; this catalog has: even"),
+        ({"image": png(), "category": "coats"}, 400, "unknown category 'coats'"),
+        ({"item_id": "c001", "text": " "}, 400, "feedback text is empty"),
+        ({"item_id": "c001", "k": "0"}, 400, "k must be an integer from 1 to 100"),
+    ],
+)
+def test_bad_item_or_category_requests(client: TestClient, fields: dict, status: int, message: str) -> None:
+    response = post(client, **fields)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_item_id_as_a_file_or_too_many_fields_is_400(client: TestClient) -> None:
+    response = client.post("/recommend", files={"item_id": ("c001", b"c001")}, data={"text": "is red"})
+    assert response.status_code == 400 and "'item_id'" in response.json()["error"]
+    data = {"item_id": "c001", "text": "x", "k": "3", "category": "even", "extra": "1"}
+    response = client.post("/recommend", data=data, files={"image": ("a.png", png())})
+    assert response.status_code == 400 and "Maximum number of fields" in response.json()["error"]
+
+
+def test_openapi_document_and_docs_page(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/recommend", "/items", "/categories", "/health"} <= set(spec["paths"])
+    form = spec["paths"]["/recommend"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(form["properties"]) == {"image", "item_id", "text", "k", "category"}
+    limit = next(p for p in spec["paths"]["/items"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 100)
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text
+    assert "default-src 'self'" in docs.headers["content-security-policy"]

@@ -1,4 +1,4 @@
-"""The web page in a real headless Chromium: upload, preview, results grid with scores, error messages."""
+"""The web page in a real headless Chromium: a shopping session turn by turn, uploads, errors, phone width."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ ALL_LOADED = """k => {
     const imgs = [...document.querySelectorAll('#results img')];
     return imgs.length === k && imgs.every(img => img.complete && img.naturalWidth > 0);
 }"""
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "serving-session.png"
 
 
 @pytest.fixture(scope="module")
@@ -52,47 +53,130 @@ def page(browser, tiny_server: str) -> Iterator:
     context.close()
 
 
-def test_query_renders_a_grid_of_k_loaded_images_with_scores(
-    page, tiny_service: tuple[Recommender, Path], tmp_path: Path
-) -> None:
-    _, images = tiny_service
-    page.click("#submit")
-    assert "Choose a reference image" in page.locator("#error").inner_text()
+def chain(page) -> list[str]:
+    return page.locator("#turns li").all_inner_texts()
 
-    page.set_input_files("#image", str(images / "D000001.png"))
-    page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0")
-    assert page.locator("#preview-box").is_visible()
-    page.fill("#text", "is red with long sleeves")
-    page.fill("#k", "6")
-    page.click("#submit")
-    page.wait_for_function(ALL_LOADED, arg=6)
 
-    assert page.locator("#error").is_hidden()
-    assert page.locator("#status").inner_text() == "6 results"
-    ids = page.locator("#results .id").all_inner_texts()
-    scores = [float(s) for s in page.locator("#results .score").all_inner_texts()]
-    assert len(set(ids)) == 6 and "D000001" not in ids
-    assert scores == sorted(scores, reverse=True)
+def result_ids(page) -> list[str]:
+    return page.locator("#results .id").all_inner_texts()
 
-    shot = tmp_path / "results.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert Image.open(shot).size[0] == 1100
+
+def ask(page, text: str, k: int) -> list[str]:
+    """Type a change, send it with the keyboard, wait for k loaded result images."""
+    page.fill("#text", text)
+    page.fill("#k", str(k))
+    page.press("#text", "Enter")
+    page.wait_for_function(ALL_LOADED, arg=k)
+    return result_ids(page)
+
+
+def test_three_turns_from_a_catalog_item_within_a_category(page, tiny_service: tuple[Recommender, Path]) -> None:
+    recommender, _ = tiny_service
+    page.wait_for_selector("#category option[value=dress]", state="attached")
+    page.select_option("#category", "dress")
+    page.wait_for_function("() => document.getElementById('page-info').textContent === 'Items 1–16 of 16'")
+    shown = page.locator("#catalog .id").all_inner_texts()
+    assert len(shown) == 16 and all(i.startswith("D") for i in shown)
+    assert set(page.locator("#catalog .category").all_inner_texts()) == {"dress"}
+
+    # Turn 1: pick a dress from the catalog, say a change.
+    page.get_by_role("button", name="Start from D000003").click()
+    assert page.locator("#start").is_hidden() and page.evaluate("document.activeElement.id") == "text"
+    assert chain(page) == ["Start: D000003"]
+    first = ask(page, "is red", 6)
+    assert first == [m.id for m in recommender.recommend(None, "is red", 6, item_id="D000003", category="dress")]
+    assert "D000003" not in first and all(i.startswith("D") for i in first)
+    assert chain(page) == ["Start: D000003", "“is red”"]
+    assert page.locator("#status").inner_text().startswith("6 results in dress")
+
+    # Turn 2: choose a result with the keyboard; it becomes the reference.
+    chosen = first[1]
+    page.focus(f"#results button[data-id='{chosen}']")
+    page.keyboard.press("Enter")
+    assert chain(page) == ["Start: D000003", "“is red”", f"Picked: {chosen}"]
+    assert page.locator("#results li").count() == 0 and page.input_value("#text") == ""
+    second = ask(page, "has long sleeves", 6)
+    expected = recommender.recommend(None, "has long sleeves", 6, item_id=chosen, category="dress")
+    assert second == [m.id for m in expected] and chosen not in second
+    assert chain(page) == ["Start: D000003", "“is red”", f"Picked: {chosen}", "“has long sleeves”"]
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    with Image.open(SCREENSHOT) as shot:
+        assert shot.size[0] == 1100
     # Each result shows a garment on its background, not a blank box or a broken-image icon.
     for img in page.locator("#results img").all():
         pixels = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"), dtype=np.float32)
         assert pixels.shape[0] > 100 and pixels.std() > 15
 
+    # Turn 3: click another result, then step back to turn 2 as it was.
+    page.locator(f"#results button[data-id='{second[0]}']").click()
+    assert chain(page)[-1] == f"Picked: {second[0]}"
+    page.click("#back")
+    assert chain(page) == ["Start: D000003", "“is red”", f"Picked: {chosen}", "“has long sleeves”"]
+    assert result_ids(page) == second and page.input_value("#text") == "has long sleeves"
+    page.click("#back")
+    assert chain(page) == ["Start: D000003", "“is red”"] and result_ids(page) == first
+    assert page.locator("#back").inner_text() == "Back to the catalog"
+    page.click("#back")  # one turn left: back to the catalog, still filtered to dresses
+    assert page.locator("#session").is_hidden() and page.locator("#catalog li").count() == 16
 
-def test_errors_from_the_server_are_shown_and_the_page_recovers(page, tiny_service: tuple[Recommender, Path]) -> None:
+
+def test_the_catalog_pages_and_the_whole_catalog_can_be_searched(page) -> None:
+    page.wait_for_function("() => document.getElementById('page-info').textContent === 'Items 1–24 of 48'")
+    assert page.locator("#prev").is_disabled()
+    page.click("#next")
+    page.wait_for_function("() => document.getElementById('page-info').textContent === 'Items 25–48 of 48'")
+    assert page.locator("#next").is_disabled() and page.locator("#catalog li").count() == 24
+    page.locator("#catalog button").first.click()
+    ids = ask(page, "is blue", 20)
+    assert {i[0] for i in ids} > {"D"}  # no category chosen: results from every category
+
+
+def test_upload_a_photo_and_see_errors_from_the_server(page, tiny_service: tuple[Recommender, Path]) -> None:
     _, images = tiny_service
+    page.wait_for_selector("#catalog li")
     page.set_input_files("#image", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
+    assert chain(page) == ["Start: your photo"]
+    page.click("#submit")
+    assert "Say what should change" in page.locator("#error").inner_text()
     page.fill("#text", "is blue")
     page.click("#submit")
-    page.wait_for_selector("#error:not([hidden])")
-    assert "not a JPEG, PNG or WebP" in page.locator("#error").inner_text()
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('not a JPEG')")
     assert page.locator("#results li").count() == 0
 
+    page.click("#restart")
     page.set_input_files("#image", str(images / "S000002.png"))
-    page.click("#submit")
-    page.wait_for_function(ALL_LOADED, arg=10)
-    assert page.locator("#error").is_hidden()
+    page.wait_for_function("() => document.querySelector('#turns img').naturalWidth > 0")
+    ids = ask(page, "is blue", 10)
+    assert page.locator("#error").is_hidden() and "S000002" not in ids  # a catalog photo is not its own result
+
+
+def test_readable_at_phone_width(browser, tiny_server: str) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 800}, is_mobile=True)
+    page = context.new_page()
+    page.goto(tiny_server + "/")
+    page.wait_for_selector("#catalog li")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert page.locator("#catalog .card").first.bounding_box()["width"] >= 100
+    page.locator("#catalog button").first.click()
+    ask(page, "is red", 4)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    for box in (page.locator(sel).bounding_box() for sel in ("#text", "#submit", "#back")):
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+    context.close()
+
+
+def test_the_api_docs_page_lists_every_endpoint_offline(browser, tiny_server: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    outside = []
+    page.on("request", lambda request: None if request.url.startswith(tiny_server) else outside.append(request.url))
+    page.goto(tiny_server + "/docs")
+    page.wait_for_selector(".endpoint h2")
+    titles = page.locator(".endpoint h2").all_inner_texts()
+    assert {"GET /items", "GET /categories", "POST /recommend", "GET /health"} <= set(titles)
+    fields = page.locator(".endpoint", has_text="POST /recommend").locator("td").all_inner_texts()
+    assert {"image", "item_id", "text (required)", "k", "category"} <= set(fields)
+    assert outside == []
+    context.close()

@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("make-demo-data", help="write a small learnable dataset in the FashionIQ layout")
     demo.add_argument("out", type=Path, metavar="OUT")
     demo.add_argument("--images", type=int, default=600, help="images in all (default: 600)")
+    demo.add_argument(
+        "--val-images", type=int, metavar="N", help="validation gallery per category (default: a quarter of its images)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=make_demo)
 
@@ -70,6 +73,6 @@ def dataset_info(args: argparse.Namespace) -> int:
 
 
 def make_demo(args: argparse.Namespace) -> int:
-    root = make_demo_data(args.out, args.images, args.seed)
+    root = make_demo_data(args.out, args.images, args.seed, val_images=args.val_images)
     print(f"demo data in {root}: use --path-file {root} --path-folder {root / 'images'}")
     return 0

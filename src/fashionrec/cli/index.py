@@ -27,13 +27,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt.add_options(p, opt.BATCH, opt.CACHE_DIR, opt.DEVICE)
     # Preprocessing: the checkpoint's own unless overridden here.
     opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS)
+    p.add_argument(
+        "--path-file",
+        type=Path,
+        metavar="ANNOTATIONS",
+        help="FashionIQ annotations folder: items get the categories its image_splits/ list them under",
+    )
+    p.add_argument(
+        "--categories",
+        type=Path,
+        metavar="FILE",
+        help="CSV of id,category rows (default: what the index had, else the top sub-folder, else unknown)",
+    )
     p.set_defaults(func=run_index)
 
     p = subparsers.add_parser("recommend", help="top-k catalog items for a reference image and a text change")
     _add_model_and_index(p)
-    p.add_argument("--image", required=True, type=Path, help="reference image")
+    reference = p.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--image", type=Path, help="reference image file")
+    reference.add_argument("--item", metavar="ID", help="a catalog item as the reference (its id in the index)")
     p.add_argument("--text", required=True, help='the change, e.g. "is red with long sleeves"')
     p.add_argument("-k", type=int, default=10, help="number of results, 1 to 100 (default: 10)")
+    p.add_argument("--category", help="only items of this category (see `fashionrec index`'s summary)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_recommend)
 
@@ -54,6 +69,10 @@ def _add_model_and_index(p: argparse.ArgumentParser) -> None:
 
 def run_index(args: argparse.Namespace) -> int:
     from fashionrec.index import build_index
+    from fashionrec.index.categories import from_csv, from_split_files, merge
+
+    sources = [from_split_files(args.path_file)] if args.path_file else []
+    sources += [from_csv(args.categories)] if args.categories else []
 
     report = build_index(
         args.checkpoint,
@@ -70,6 +89,7 @@ def run_index(args: argparse.Namespace) -> int:
         crop=args.crop,
         landmarks=args.landmarks,
         yolo_weights=args.yolo_weights,
+        categories=merge(*sources) if sources else None,
     )
     print(f"index {args.out}: {report.summary()}")
     return 0
@@ -78,22 +98,27 @@ def run_index(args: argparse.Namespace) -> int:
 def run_recommend(args: argparse.Namespace) -> int:
     from fashionrec.index import recommend
 
-    matches = recommend(args.checkpoint, args.index, args.image, args.text, args.k, device=args.device)
+    matches = recommend(
+        args.checkpoint,
+        args.index,
+        args.image,
+        args.text,
+        args.k,
+        device=args.device,
+        item_id=args.item,
+        category=args.category,
+    )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "image": str(args.image),
-                    "text": args.text,
-                    "k": args.k,
-                    "results": [{"id": m.id, "path": str(m.path), "score": round(m.score, 6)} for m in matches],
-                },
-                indent=2,
-            )
-        )
+        results = [
+            {"id": m.id, "path": str(m.path), "score": round(m.score, 6), "categories": list(m.categories)}
+            for m in matches
+        ]
+        reference = {"image": str(args.image)} if args.image else {"item": args.item}
+        query = {**reference, "text": args.text, "k": args.k, "category": args.category}
+        print(json.dumps({**query, "results": results}, indent=2))
         return 0
     for rank, m in enumerate(matches, 1):
-        print(f"{rank:>3}  {m.score:.4f}  {m.id}  {m.path}")
+        print(f"{rank:>3}  {m.score:.4f}  {m.id}  {','.join(m.categories)}  {m.path}")
     return 0
 
 

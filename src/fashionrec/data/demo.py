@@ -67,12 +67,26 @@ CHOICES = {"colour": tuple(COLOURS), "pattern": PATTERNS, "sleeves": SLEEVES, "l
 
 
 def make_demo_data(
-    out: str | Path, images: int = 600, seed: int = 0, *, image_size: int = 128, image_format: str = "png"
+    out: str | Path,
+    images: int = 600,
+    seed: int = 0,
+    *,
+    val_images: int | None = None,
+    image_size: int = 128,
+    image_format: str = "png",
 ) -> Path:
-    """Write a demo dataset under `out`: captions/, image_splits/, images/ and attributes.json."""
+    """Write a demo dataset under `out`: captions/, image_splits/, images/ and attributes.json.
+
+    `val_images` is each category's validation gallery (default: a quarter of its images); Recall@50 says
+    something only when a gallery holds well over 50 images."""
     root = Path(out)
     if images < 2 * len(CATEGORIES):
         raise UserError(f"--images must be at least {2 * len(CATEGORIES)}, got {images}")
+    if val_images is not None and not 1 <= val_images < images // len(CATEGORIES):
+        raise UserError(
+            f"--val-images must be from 1 to {images // len(CATEGORIES) - 1} (each category's images, "
+            f"less at least one for training), got {val_images}"
+        )
     if image_format not in ("png", "jpg"):
         raise UserError(f"unknown image format {image_format!r} (choose from png, jpg)")
     if root.exists() and not root.is_dir():
@@ -82,7 +96,7 @@ def make_demo_data(
     attributes: dict[str, dict[str, str]] = {}
     for c, category in enumerate(CATEGORIES):
         count = images // len(CATEGORIES) + (c < images % len(CATEGORIES))
-        n_val = max(1, round(count * VAL_FRACTION))
+        n_val = val_images if val_images is not None else max(1, round(count * VAL_FRACTION))
         number = 0
         for split, n in (("train", count - n_val), ("val", n_val)):
             garments = _sample_garments(rng, category, n)

@@ -19,17 +19,26 @@ class Backend(Protocol):
     location: dict[str, Any]  # kind, and where the store lives; equal locations mean the same store
 
     def sync(
-        self, ids: Sequence[str], vectors: np.ndarray, changed: Collection[str], removed: Collection[str], reset: bool
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        changed: Collection[str],
+        removed: Collection[str],
+        reset: bool,
+        categories: Sequence[tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
-        """Make the store hold exactly `ids` -> `vectors`.
+        """Make the store hold exactly `ids` -> `vectors`, each item in its `categories` (None: unknown).
 
-        `changed`/`removed` name what differs from the last sync, for stores that update in place;
-        `reset` says the store's current content is not to be trusted. Returns the manifest entry
-        that `open_backend` needs to reopen the store.
+        `changed`/`removed` name what differs from the last sync (vectors or categories), for stores that
+        update in place; `reset` says the store's current content is not to be trusted. Returns the
+        manifest entry that `open_backend` needs to reopen the store.
         """
 
-    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] = ()) -> list[list[Hit]]:
-        """Top-`k` (id, score) per query row, best first, never returning an id in `exclude`."""
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
+    ) -> list[list[Hit]]:
+        """Top-`k` (id, score) per query row, best first, never returning an id in `exclude`; with
+        `category`, only items in that category, ranked as among the whole catalog."""
 
     def close(self) -> None:
         """Release files and connections."""
@@ -58,12 +67,15 @@ def new_backend(
     raise UserError(f"unknown backend {kind!r}; use faiss or qdrant")
 
 
-def open_backend(entry: dict[str, Any], index_dir: Path, ids: Sequence[str]) -> Backend:
-    """Reopen the store a manifest entry describes, for searching."""
+def open_backend(
+    entry: dict[str, Any], index_dir: Path, ids: Sequence[str], categories: Sequence[tuple[str, ...]] | None = None
+) -> Backend:
+    """Reopen the store a manifest entry describes, for searching; FAISS keeps the categories in memory,
+    Qdrant has them in its payloads."""
     if entry["kind"] == "faiss":
         from fashionrec.index.faiss_backend import FaissBackend
 
-        return FaissBackend.open(index_dir, entry, ids)
+        return FaissBackend.open(index_dir, entry, ids, categories)
     if entry["kind"] == "qdrant":
         from fashionrec.index.qdrant_backend import QdrantBackend
 

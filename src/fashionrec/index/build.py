@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import numpy as np
 
 from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
+from fashionrec.index import categories as category_sources
 from fashionrec.index.backends import new_backend
 from fashionrec.index.encoder import Encoder
 from fashionrec.index.manifest import MANIFEST, Item, Manifest, load_manifest
@@ -26,12 +29,14 @@ class BuildReport:
     reused: int
     removed: int
     backend: dict[str, Any]
+    categories: dict[str, int] = field(default_factory=dict)  # items per category
 
     def summary(self) -> str:
         extra = "".join(f", {k} {v}" for k, v in self.backend.items() if k not in ("kind", "file"))
+        counts = ", ".join(f"{name} {n}" for name, n in self.categories.items())
         return (
             f"{self.items} items ({self.encoded} encoded, {self.reused} unchanged, "
-            f"{self.removed} removed); backend {self.backend['kind']}{extra}"
+            f"{self.removed} removed); backend {self.backend['kind']}{extra}; categories: {counts}"
         )
 
 
@@ -49,9 +54,13 @@ def build_index(
     cache_dir: Path = Path(DEFAULT_CACHE_DIR),
     device: str = "auto",
     encoder: Encoder | None = None,
+    categories: Mapping[str, tuple[str, ...]] | None = None,
     **preprocess: Any,
 ) -> BuildReport:
     """Index every image under `images` into `out` with the checkpoint's target block.
+
+    `categories` (id -> category names, see `fashionrec.index.categories`) labels items; those it does not
+    name keep the categories the index had for them, else get their top folder's name, else "unknown".
 
     A second run re-encodes only new or changed files and drops removed ones. FAISS indexes of more than
     `approx_threshold` items (default 100,000) are IVF, tuned to recall@10 >= 0.95. `preprocess` (crop=...,
@@ -72,13 +81,20 @@ def build_index(
         paths = scan_images(images, skip=out)
         if not paths:
             raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
-        items, reuse = _plan(paths, images, old)
+        items, reuse = _plan(paths, images, old, categories or {})
         todo = {item.id: paths[item.id] for item in items if item.id not in reuse}
         vectors = _assemble(items, reuse, old, out, todo, encoder.encode_catalog(todo, batch_size))
         removed = [] if old is None else sorted({i.id for i in old.items} - set(paths))
+        before = {} if old is None else {i.id: i.categories for i in old.items}
+        changed = [item.id for item in items if item.id in todo or before.get(item.id) != item.categories]
         in_place = old is not None and all(old.backend.get(k) == v for k, v in store.location.items())
         entry = store.sync(
-            [item.id for item in items], vectors, changed=list(todo), removed=removed, reset=not in_place
+            [item.id for item in items],
+            vectors,
+            changed=changed,
+            removed=removed,
+            reset=not in_place,
+            categories=[item.categories for item in items],
         )
     finally:
         store.close()
@@ -93,7 +109,8 @@ def build_index(
         items=items,
     ).save(out)
     _remove_stale(out, {embeddings, entry.get("file")})
-    return BuildReport(len(items), len(todo), len(reuse), len(removed), entry)
+    counts = Counter(name for item in items for name in item.categories)
+    return BuildReport(len(items), len(todo), len(reuse), len(removed), entry, dict(sorted(counts.items())))
 
 
 def _check_same_model(old: Manifest, encoder: Encoder, out: Path) -> None:
@@ -107,12 +124,15 @@ def _check_same_model(old: Manifest, encoder: Encoder, out: Path) -> None:
         )
 
 
-def _plan(paths: dict[str, Path], images: Path, old: Manifest | None) -> tuple[list[Item], dict[str, int]]:
+def _plan(
+    paths: dict[str, Path], images: Path, old: Manifest | None, given: Mapping[str, tuple[str, ...]]
+) -> tuple[list[Item], dict[str, int]]:
     """The new item table, and for each item whose file has not changed its row in the old embeddings.
 
     Size and mtime vouch for a file only under the same root and path; otherwise, or when they differ,
     the content hash decides, so a touched or moved-back file is not encoded again."""
     previous = {} if old is None else {item.id: (item, row) for row, item in enumerate(old.items)}
+    labels = category_sources.assign(paths, given, {i: item.categories for i, (item, _) in previous.items()})
     same_root = old is not None and old.images_root == str(images.resolve())
     items, reuse = [], {}
     for item_id, path in paths.items():
@@ -124,7 +144,7 @@ def _plan(paths: dict[str, Path], images: Path, old: Manifest | None) -> tuple[l
             and (before.path, before.size, before.mtime_ns) == (rel, stat.st_size, stat.st_mtime_ns)
         )
         sha = before.sha256 if unchanged else file_sha256(path)
-        items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha))
+        items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha, labels[item_id]))
         if before is not None and before.sha256 == sha:
             reuse[item_id] = row
     return items, reuse

@@ -13,6 +13,7 @@ import numpy as np
 from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
 from fashionrec.index.backends import Hit
+from fashionrec.index.categories import UNKNOWN
 
 # A flat scan of 100k x 768 takes ~27 ms per query on one core (benchmarks/bench_search.py); above
 # that, IVF is tried and kept when it reaches TARGET_RECALL probing at most MAX_PROBE_FRACTION of its lists.
@@ -47,17 +48,36 @@ class FaissBackend:
         self.target_recall = target_recall
         self.ids: list[str] = []
         self.index: Any = None
+        self._selectors: dict[str, tuple[int, Any]] = {}  # category -> (its item count, faiss IDSelector)
 
     @classmethod
-    def open(cls, index_dir: Path, entry: dict[str, Any], ids: Sequence[str]) -> FaissBackend:
+    def open(
+        cls,
+        index_dir: Path,
+        entry: dict[str, Any],
+        ids: Sequence[str],
+        categories: Sequence[tuple[str, ...]] | None = None,
+    ) -> FaissBackend:
         backend = cls(index_dir)
         backend.index = _faiss().read_index(str(Path(index_dir) / entry["file"]))
         if backend.index.ntotal != len(ids):
             raise ValueError(f"{entry['file']} holds {backend.index.ntotal} vectors, manifest {len(ids)}")
         if entry.get("nprobe"):
             backend.index.nprobe = entry["nprobe"]
-        backend.ids = list(ids)
+        backend._set_items(ids, categories)
         return backend
+
+    def _set_items(self, ids: Sequence[str], categories: Sequence[tuple[str, ...]] | None) -> None:
+        """Rows by category, as FAISS selectors: a filtered search scans only the category's rows."""
+        self.ids = list(ids)
+        rows: dict[str, list[int]] = {}
+        for row, names in enumerate(categories if categories is not None else [(UNKNOWN,)] * len(ids)):
+            for name in names:
+                rows.setdefault(name, []).append(row)
+        faiss = _faiss()
+        self._selectors = {
+            name: (len(members), faiss.IDSelectorBatch(np.asarray(members, np.int64))) for name, members in rows.items()
+        }
 
     def sync(
         self,
@@ -66,6 +86,7 @@ class FaissBackend:
         changed: Collection[str] = (),
         removed: Collection[str] = (),
         reset: bool = False,
+        categories: Sequence[tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -84,26 +105,42 @@ class FaissBackend:
             self.index = faiss.IndexFlatIP(vectors.shape[1])
             self.index.add(vectors)
             entry["type"] = "flat"
-        self.ids = list(ids)
+        self._set_items(ids, categories)
         blob = faiss.serialize_index(self.index).tobytes()
         entry["file"] = f"faiss-{hashlib.sha256(blob).hexdigest()[:16]}.index"
         atomic_write(self.index_dir / entry["file"], lambda f: f.write(blob))
         return entry
 
-    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] = ()) -> list[list[Hit]]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
+    ) -> list[list[Hit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        fetch = min(k + len(exclude), len(self.ids))
+        size, selector = (len(self.ids), None) if category is None else self._selectors.get(category, (0, None))
+        fetch = min(k + len(exclude), size)
         if fetch == 0:
             return [[] for _ in queries]
-        scores, rows = self.index.search(queries, fetch)
+        scores, rows = self.index.search(queries, fetch, params=self._params(selector))
+        if selector is not None and hasattr(self.index, "nprobe") and (rows < 0).any():
+            # The probed lists held too few of the category's items: scan every list rather than return
+            # fewer results than the category has.
+            scores, rows = self.index.search(queries, fetch, params=self._params(selector, self.index.nlist))
         results = []
         for score_row, id_row in zip(scores, rows, strict=True):
             hits = [(self.ids[r], float(s)) for s, r in zip(score_row, id_row, strict=True) if r >= 0]
             results.append([h for h in hits if h[0] not in exclude][:k])
         return results
 
+    def _params(self, selector: Any, nprobe: int | None = None) -> Any:
+        if selector is None:
+            return None
+        faiss = _faiss()
+        if hasattr(self.index, "nprobe"):  # IVF: per-search parameters replace the index's own nprobe
+            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or self.index.nprobe)
+        return faiss.SearchParameters(sel=selector)
+
     def close(self) -> None:
         self.index = None
+        self._selectors = {}
 
 
 def train_ivf(vectors: np.ndarray) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from fashionrec.atomic import atomic_write_json
 from fashionrec.errors import UserError
+from fashionrec.index.categories import UNKNOWN
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -23,6 +24,7 @@ class Item:
     size: int
     mtime_ns: int
     sha256: str
+    categories: tuple[str, ...] = (UNKNOWN,)  # indexes built before categories existed load as unknown
 
 
 @dataclass
@@ -49,7 +51,9 @@ def load_manifest(index_dir: Path) -> Manifest:
         version = raw.pop("format", None)
         if version != FORMAT:
             raise ValueError(f"format {version} is not {FORMAT}")
-        raw["items"] = [Item(**item) for item in raw["items"]]
+        raw["items"] = [
+            Item(**{**item, "categories": tuple(item.get("categories", (UNKNOWN,)))}) for item in raw["items"]
+        ]
         return Manifest(**raw)
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a valid index manifest ({e})") from e

@@ -12,8 +12,10 @@ import numpy as np
 
 from fashionrec.errors import UserError
 from fashionrec.index.backends import Hit
+from fashionrec.index.categories import UNKNOWN
 
 UPLOAD_BATCH = 512
+CATEGORIES = "categories"  # payload field: the item's category names, a list
 # Point ids must be UUIDs or integers; deriving them from the item id keeps updates idempotent.
 _NAMESPACE = uuid.UUID("6f0c5b1e-2d3a-4c1b-9a57-0e8f4d2c7a11")
 
@@ -58,6 +60,7 @@ class QdrantBackend:
         changed: Collection[str] = (),
         removed: Collection[str] = (),
         reset: bool = False,
+        categories: Sequence[tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
         from qdrant_client import models
 
@@ -76,17 +79,21 @@ class QdrantBackend:
             self.client.create_collection(
                 self.collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT)
             )
+            if self.location["url"].startswith(("http://", "https://")):  # local mode has no payload indexes
+                self.client.create_payload_index(self.collection, CATEGORIES, models.PayloadSchemaType.KEYWORD)
             rows = list(range(len(ids)))
-        self._upload(ids, vectors, rows)
+        self._upload(ids, vectors, rows, categories or [(UNKNOWN,)] * len(ids))
         if self.client.count(self.collection, exact=True).count != len(ids):
             # Someone else wrote to the collection: start over rather than serve stray points.
-            return self.sync(ids, vectors, reset=True)
+            return self.sync(ids, vectors, reset=True, categories=categories)
         return dict(self.location)
 
     def _dim(self) -> int:
         return int(self.client.get_collection(self.collection).config.params.vectors.size)
 
-    def _upload(self, ids: Sequence[str], vectors: np.ndarray, rows: list[int]) -> None:
+    def _upload(
+        self, ids: Sequence[str], vectors: np.ndarray, rows: list[int], categories: Sequence[tuple[str, ...]]
+    ) -> None:
         from qdrant_client import models
 
         for start in range(0, len(rows), UPLOAD_BATCH):
@@ -96,17 +103,22 @@ class QdrantBackend:
                 models.Batch(
                     ids=[point_id(ids[r]) for r in batch],
                     vectors=vectors[batch].astype(np.float32).tolist(),
-                    payloads=[{"item_id": ids[r]} for r in batch],
+                    payloads=[{"item_id": ids[r], CATEGORIES: list(categories[r])} for r in batch],
                 ),
             )
 
-    def search(self, queries: np.ndarray, k: int, exclude: Collection[str] = ()) -> list[list[Hit]]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
+    ) -> list[list[Hit]]:
         from qdrant_client import models
 
-        query_filter = None
-        if exclude:
-            skip = models.HasIdCondition(has_id=[point_id(i) for i in exclude])
-            query_filter = models.Filter(must_not=[skip])
+        must_not = [models.HasIdCondition(has_id=[point_id(i) for i in exclude])] if exclude else None
+        # A payload filter inside the search (an array field matches when any element does), so the
+        # top k come from the category itself rather than from a larger unfiltered k cut down afterwards.
+        must = None
+        if category is not None:
+            must = [models.FieldCondition(key=CATEGORIES, match=models.MatchValue(value=category))]
+        query_filter = models.Filter(must=must, must_not=must_not) if must or must_not else None
         results = []
         with self._lock:
             for query in np.atleast_2d(queries).astype(np.float32):

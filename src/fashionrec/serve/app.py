@@ -8,17 +8,21 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from fashionrec.errors import UserError
+from fashionrec.index.catalog import UnknownItem
 from fashionrec.index.images import ImageLimits, ImageTooLarge
-from fashionrec.index.recommend import Match
+from fashionrec.index.manifest import Item
+from fashionrec.index.recommend import MAX_K, Match
 from fashionrec.serve.head import HeadAsGet
 from fashionrec.serve.limits import BodyLimit
 
@@ -29,6 +33,7 @@ PAGE_HEADERS = {
     "base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
+MAX_PAGE = 100  # catalog items per GET /items
 log = logging.getLogger(__name__)
 
 
@@ -37,19 +42,94 @@ class RecommendService(Protocol):
 
     limits: ImageLimits
 
-    def recommend(self, image: bytes, text: str, k: int) -> list[Match]: ...
+    def recommend(
+        self, image: bytes | None, text: str, k: int, *, item_id: str | None = None, category: str | None = None
+    ) -> list[Match]: ...
 
     def image_path(self, item_id: str) -> Path: ...
 
+    def categories(self) -> dict[str, int]: ...
+
+    def items(self, category: str | None, offset: int, limit: int) -> tuple[int, list[Item]]: ...
+
     def health(self) -> dict[str, Any]: ...
+
+
+class CatalogItem(BaseModel):
+    id: str
+    categories: list[str]
+    image_url: str
+
+
+class Result(CatalogItem):
+    score: float
+
+
+class Results(BaseModel):
+    results: list[Result]
+
+
+class ItemPage(BaseModel):
+    items: list[CatalogItem]
+    total: int  # items in the category (or catalog) in all
+    offset: int
+    limit: int
+
+
+class Category(BaseModel):
+    name: str
+    items: int
+
+
+class Categories(BaseModel):
+    categories: list[Category]
+
+
+class Error(BaseModel):
+    error: str
+
+
+# /recommend reads its form itself (to bound it and to answer in its own words), so its fields are
+# described here for the OpenAPI document.
+RECOMMEND_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["text"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "reference photo (or item_id)"},
+                        "item_id": {"type": "string", "description": "a catalog item as the reference (or image)"},
+                        "text": {"type": "string", "maxLength": 500, "description": "what should change"},
+                        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+                        "category": {"type": "string", "description": "only items of this category"},
+                    },
+                }
+            }
+        },
+    }
+}
+ERRORS = {status: {"model": Error} for status in (400, 404, 413)}
 
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def image_url(item_id: str) -> str:
+    return f"/items/{quote(item_id)}/image"
+
+
 def create_app(service: RecommendService) -> FastAPI:
-    app = FastAPI(title="fashionrec", docs_url=None, redoc_url=None)
+    # FastAPI's own /docs loads Swagger UI from a CDN; ours is a static page reading /openapi.json.
+    app = FastAPI(
+        title="fashionrec",
+        summary="Catalog items that look like a reference item, changed as the shopper says.",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_bytes + FORM_OVERHEAD)
     app.add_middleware(HeadAsGet)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -57,6 +137,11 @@ def create_app(service: RecommendService) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        return error(400, f"{first['loc'][-1]}: {first['msg']}")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -67,28 +152,58 @@ def create_app(service: RecommendService) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html", headers=PAGE_HEADERS)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", **service.health()}
+        return {"status": "ok", **service.health(), "max_page": MAX_PAGE}
 
-    @app.post("/recommend")
-    async def recommend(request: Request) -> JSONResponse:
+    @app.get("/categories", response_model=Categories)
+    async def categories() -> dict[str, Any]:
+        """The catalog's categories and how many items each holds (an item may be in several)."""
+        return {"categories": [{"name": name, "items": n} for name, n in service.categories().items()]}
+
+    @app.get("/items", response_model=ItemPage, responses=ERRORS)
+    async def items(
+        category: str | None = Query(None, max_length=100, description="only this category (default: all)"),
+        offset: int = Query(0, ge=0, description="items to skip"),
+        limit: int = Query(24, ge=1, le=MAX_PAGE, description="items to return"),
+    ) -> Any:
+        """A page of catalog items in id order, to browse for a starting item."""
         try:
-            async with request.form(max_files=1, max_fields=2) as form:
+            total, page = service.items(category or None, offset, limit)
+        except UserError as e:
+            return error(400, str(e))
+        listed = [{"id": i.id, "categories": list(i.categories), "image_url": image_url(i.id)} for i in page]
+        return {"items": listed, "total": total, "offset": offset, "limit": limit}
+
+    @app.post("/recommend", response_model=Results, responses=ERRORS, openapi_extra=RECOMMEND_FORM)
+    async def recommend(request: Request) -> JSONResponse:
+        """Top-k catalog items for a reference (an uploaded `image` or a catalog `item_id`) changed as
+        `text` says, optionally within a `category`. The reference item itself is never a result."""
+        try:
+            async with request.form(max_files=1, max_fields=4) as form:
                 parsed = await read_query(form, service.limits.max_bytes)
         except MultiPartException as e:
             return error(400, f"malformed multipart form: {e.message}")
         if isinstance(parsed, JSONResponse):
             return parsed
+        image, text, k, fields = parsed
         try:
-            matches = await run_in_threadpool(service.recommend, *parsed)
+            matches = await run_in_threadpool(lambda: service.recommend(image, text, k, **fields))
         except ImageTooLarge as e:
             return error(413, str(e))
+        except UnknownItem as e:
+            return error(404, str(e))
         except UserError as e:
             return error(400, str(e))
-        return JSONResponse(
-            {"results": [{"id": m.id, "score": m.score, "image_url": f"/items/{quote(m.id)}/image"} for m in matches]}
-        )
+        results = [
+            {"id": m.id, "categories": list(m.categories), "score": m.score, "image_url": image_url(m.id)}
+            for m in matches
+        ]
+        return JSONResponse({"results": results})
 
     @app.get("/items/{item_id:path}/image")
     async def item_image(item_id: str) -> FileResponse:
@@ -109,17 +224,25 @@ def create_app(service: RecommendService) -> FastAPI:
     return app
 
 
-async def read_query(form: FormData, max_bytes: int) -> tuple[bytes, str, int] | JSONResponse:
-    """(image bytes, text, k) from the form, or the 400 response saying which field is wrong.
-    Reads at most one byte past the limit, so the service can report an oversized image."""
+async def read_query(
+    form: FormData, max_bytes: int
+) -> tuple[bytes | None, str, int, dict[str, str | None]] | JSONResponse:
+    """(image bytes or None, text, k, {item_id, category}) from the form, or the 400 response saying which
+    field is wrong. Reads at most one byte past the limit, so the service can report an oversized image."""
     image, text, k = form.get("image"), form.get("text", ""), form.get("k", "10")
-    if not isinstance(image, UploadFile) or not isinstance(text, str) or not isinstance(k, str):
+    item_id, category = form.get("item_id"), form.get("category")
+    plain = (text, k, *(v for v in (item_id, category) if v is not None))
+    if not (isinstance(image, UploadFile) or (image is None and item_id is not None)) or not all(
+        isinstance(v, str) for v in plain
+    ):
         return error(
             400,
-            "send the reference image as a file in the multipart field 'image', with 'text' and 'k' as plain fields",
+            "send the reference image as a file in the multipart field 'image' or a catalog item's id in "
+            "'item_id', with 'text', 'k' and 'category' as plain fields",
         )
     try:
         k_value = int(k)
     except ValueError:
         return error(400, f"k must be an integer, got {k[:20]!r}")
-    return await image.read(max_bytes + 1), text, k_value
+    data = None if image is None else await image.read(max_bytes + 1)
+    return data, text, k_value, {"item_id": item_id, "category": category or None}

@@ -1,80 +1,231 @@
 "use strict";
-// The page talks to the API only; the server is the one that validates, the page just explains.
+// Shopping turn by turn: pick a reference, say a change, pick the closest result as the next reference.
+// The page talks to the API only; the server validates, the page explains.
 
-const form = document.getElementById("query");
-const imageInput = document.getElementById("image");
-const textInput = document.getElementById("text");
-const kInput = document.getElementById("k");
-const submit = document.getElementById("submit");
-const preview = document.getElementById("preview");
-const previewBox = document.getElementById("preview-box");
-const errorBox = document.getElementById("error");
-const status = document.getElementById("status");
-const results = document.getElementById("results");
-let previewUrl = null;
+const $ = (id) => document.getElementById(id);
+const PAGE = 24;
+const state = {
+  category: "",
+  offset: 0,
+  total: 0,
+  // Each turn: its reference ({id, image_url, categories} or {upload: File, image_url: blob URL}),
+  // then the feedback given and the results it got (null until asked).
+  turns: [],
+};
 
 function showError(message) {
-  errorBox.textContent = message;
-  errorBox.hidden = false;
-  status.textContent = "";
+  $("error").textContent = message;
+  $("error").hidden = false;
 }
 
 function clearError() {
-  errorBox.hidden = true;
-  errorBox.textContent = "";
+  $("error").hidden = true;
+  $("error").textContent = "";
 }
 
-imageInput.addEventListener("change", () => {
-  if (previewUrl) URL.revokeObjectURL(previewUrl);
-  const file = imageInput.files[0];
-  previewUrl = file ? URL.createObjectURL(file) : null;
-  preview.src = previewUrl || "";
-  previewBox.hidden = !file;
-});
+async function getJson(url, options) {
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch (err) {
+    throw new Error("Could not reach the server.");
+  }
+  const payload = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(payload && payload.error ? payload.error : `The server answered ${response.status}.`);
+  return payload;
+}
 
-function card(result) {
-  const item = document.createElement("li");
-  const figure = document.createElement("figure");
+function label(ref) {
+  return ref.upload ? "your photo" : ref.id;
+}
+
+// A clickable card: the whole card is one button, so Tab reaches it and Enter or Space activates it.
+function card(item, action, onChoose) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "card";
+  button.dataset.id = item.id;
+  button.setAttribute("aria-label", `${action} ${item.id}`);
   const img = document.createElement("img");
-  img.src = result.image_url;
-  img.alt = result.id;
-  const caption = document.createElement("figcaption");
+  img.src = item.image_url;
+  img.alt = "";
+  const caption = document.createElement("span");
+  caption.className = "caption";
   const id = document.createElement("span");
   id.className = "id";
-  id.textContent = result.id;
-  const score = document.createElement("span");
-  score.className = "score";
-  score.textContent = result.score.toFixed(3);
-  caption.append(id, score);
-  figure.append(img, caption);
-  item.append(figure);
-  return item;
+  id.textContent = item.id;
+  caption.append(id);
+  if (item.score !== undefined) {
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = item.score.toFixed(3);
+    caption.append(score);
+  } else {
+    const category = document.createElement("span");
+    category.className = "category";
+    category.textContent = item.categories.join(", ");
+    caption.append(category);
+  }
+  button.append(img, caption);
+  button.addEventListener("click", () => onChoose(item));
+  li.append(button);
+  return li;
 }
 
-form.addEventListener("submit", async (event) => {
+// --- the catalog: browse to a starting item --------------------------------------------------------
+
+async function loadCategories() {
+  const { categories } = await getJson("/categories");
+  const select = $("category");
+  for (const c of categories) {
+    const option = document.createElement("option");
+    option.value = c.name;
+    option.textContent = `${c.name} (${c.items})`;
+    select.append(option);
+  }
+}
+
+async function loadCatalog() {
+  const params = new URLSearchParams({ offset: state.offset, limit: PAGE });
+  if (state.category) params.set("category", state.category);
+  try {
+    const page = await getJson(`/items?${params}`);
+    state.total = page.total;
+    $("catalog").replaceChildren(...page.items.map((item) => card(item, "Start from", startFrom)));
+    const last = Math.min(state.offset + page.items.length, page.total);
+    $("page-info").textContent = page.total ? `Items ${state.offset + 1}–${last} of ${page.total}` : "No items";
+    $("prev").disabled = state.offset === 0;
+    $("next").disabled = last >= page.total;
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+$("category").addEventListener("change", () => {
+  state.category = $("category").value;
+  state.offset = 0;
+  clearError();
+  loadCatalog();
+});
+$("prev").addEventListener("click", () => {
+  state.offset = Math.max(0, state.offset - PAGE);
+  loadCatalog();
+});
+$("next").addEventListener("click", () => {
+  state.offset += PAGE;
+  loadCatalog();
+});
+
+// --- the session: a chain of turns ---------------------------------------------------------------
+
+function startFrom(ref) {
+  clearError();
+  state.turns = [{ ref, text: null, results: null }];
+  $("start").hidden = true;
+  $("session").hidden = false;
+  $("text").value = "";
+  render();
+  $("text").focus();
+}
+
+$("image").addEventListener("change", () => {
+  const file = $("image").files[0];
+  if (file) startFrom({ id: null, upload: file, image_url: URL.createObjectURL(file), categories: [] });
+  $("image").value = "";
+});
+
+function chooseResult(item) {
+  clearError();
+  state.turns.push({ ref: item, text: null, results: null });
+  $("text").value = "";
+  render();
+  $("text").focus();
+}
+
+function chainStep(className, text, imageUrl) {
+  const li = document.createElement("li");
+  li.className = className;
+  if (imageUrl) {
+    const img = document.createElement("img");
+    img.src = imageUrl;
+    img.alt = "";
+    li.append(img);
+  }
+  const span = document.createElement("span");
+  span.textContent = text;
+  li.append(span);
+  return li;
+}
+
+function render() {
+  const steps = [];
+  state.turns.forEach((turn, i) => {
+    const role = i === 0 ? "Start" : "Picked";
+    const current = i === state.turns.length - 1 ? " current" : "";
+    steps.push(chainStep(`reference${current}`, `${role}: ${label(turn.ref)}`, turn.ref.image_url));
+    if (turn.text !== null) steps.push(chainStep("feedback", `“${turn.text}”`));
+  });
+  $("turns").replaceChildren(...steps);
+  const turn = state.turns[state.turns.length - 1];
+  const results = turn.results || [];
+  $("results").replaceChildren(...results.map((item) => card(item, "Refine from", chooseResult)));
+  $("status").textContent = turn.results
+    ? `${results.length} results${turn.category ? ` in ${turn.category}` : ""}; choose one to refine it further`
+    : `Say what should change about ${label(turn.ref)}.`;
+  $("back").textContent = state.turns.length > 1 ? "Step back" : "Back to the catalog";
+}
+
+$("query").addEventListener("submit", async (event) => {
   event.preventDefault();
   clearError();
-  if (!imageInput.files.length) return showError("Choose a reference image first.");
-  if (!textInput.value.trim()) return showError("Say what should change, e.g. \"is red and has long sleeves\".");
-  submit.disabled = true;
-  status.textContent = "Searching…";
+  const turn = state.turns[state.turns.length - 1];
+  const text = $("text").value.trim();
+  if (!text) return showError("Say what should change, e.g. \"is red and has long sleeves\".");
+  const form = new FormData();
+  if (turn.ref.upload) form.append("image", turn.ref.upload);
+  else form.append("item_id", turn.ref.id);
+  form.append("text", text);
+  form.append("k", $("k").value);
+  if (state.category) form.append("category", state.category);
+  $("submit").disabled = true;
+  $("status").textContent = "Searching…";
   try {
-    const response = await fetch("/recommend", { method: "POST", body: new FormData(form) });
-    const payload = await response.json().catch(() => null);
-    if (!response.ok) {
-      throw new Error(payload && payload.error ? payload.error : `The server answered ${response.status}.`);
-    }
-    results.replaceChildren(...payload.results.map(card));
-    status.textContent = `${payload.results.length} results`;
+    const payload = await getJson("/recommend", { method: "POST", body: form });
+    Object.assign(turn, { text, results: payload.results, category: state.category });
+    render();
   } catch (err) {
-    results.replaceChildren();
-    showError(err instanceof TypeError ? "Could not reach the server." : err.message);
+    showError(err.message);
+    $("status").textContent = "";
   } finally {
-    submit.disabled = false;
+    $("submit").disabled = false;
   }
 });
 
-fetch("/health").then((r) => r.json()).then((health) => {
-  kInput.max = health.max_k;
-  textInput.maxLength = health.max_text_chars;
-}).catch(() => showError("The server is not answering; is `fashionrec serve` running?"));
+// Step back: the previous reference becomes current again, with the change said to it and its results.
+$("back").addEventListener("click", () => {
+  clearError();
+  if (state.turns.length <= 1) return restart();
+  state.turns.pop();
+  $("text").value = state.turns[state.turns.length - 1].text || "";
+  render();
+  $("text").focus();
+});
+
+function restart() {
+  clearError();
+  state.turns = [];
+  $("session").hidden = true;
+  $("start").hidden = false;
+  loadCatalog();
+}
+$("restart").addEventListener("click", restart);
+
+getJson("/health")
+  .then((health) => {
+    $("k").max = health.max_k;
+    $("text").maxLength = health.max_text_chars;
+  })
+  .then(loadCategories)
+  .then(loadCatalog)
+  .catch(() => showError("The server is not answering; is `fashionrec serve` running?"));

@@ -1,0 +1,96 @@
+"""Where a catalog item's categories come from: FashionIQ split files, an `id,category` CSV, or its folder.
+
+An item may be in several categories: FashionIQ lists about 3,300 images under both shirt and toptee, and
+a category filter must find each of them under either.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from fashionrec.data.jsonfile import read_json
+from fashionrec.errors import UserError
+
+UNKNOWN = "unknown"
+MAX_NAME_CHARS = 100
+_SPLIT_FILE = re.compile(r"split\.(?P<category>[^.]+)\.[^.]+\.json")
+
+Categories = dict[str, tuple[str, ...]]
+
+
+def check_name(name: str, where: str) -> str:
+    """A category name as stored: non-blank, at most MAX_NAME_CHARS, no surrounding spaces."""
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise UserError(f"{where}: a category must be 1 to {MAX_NAME_CHARS} characters, got {name[:120]!r}")
+    return name
+
+
+def from_split_files(path_file: Path) -> Categories:
+    """id -> categories from FashionIQ's `image_splits/split.<category>.<split>.json` (every split, test
+    included: a catalog of FashionIQ images holds them all)."""
+    folder = Path(path_file) / "image_splits"
+    if not folder.is_dir():
+        raise UserError(f"{path_file} has no image_splits/ folder (the FashionIQ annotations layout)")
+    pairs = []
+    for path in sorted(folder.glob("split.*.*.json")):
+        match = _SPLIT_FILE.fullmatch(path.name)
+        if match is None:
+            continue
+        ids = read_json(path)
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise UserError(f"{path}: expected a JSON list of image ids")
+        category = check_name(match["category"], str(path))
+        pairs += [(i, category) for i in ids]
+    if not pairs:
+        raise UserError(f"{folder} holds no split.<category>.<split>.json files")
+    return _group(pairs)
+
+
+def from_csv(path: Path) -> Categories:
+    """id -> categories from a CSV of `id,category` rows (an optional `id,category` header; an id on several
+    rows is in several categories)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise UserError(f"categories file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read the categories file {path}: {e}") from None
+    header = bool(rows) and [cell.strip().lower() for cell in rows[0]] == ["id", "category"]
+    pairs = []
+    for line, row in enumerate(rows[header:], 1 + header):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2 or not row[0].strip():
+            raise UserError(f"{path}: line {line}: expected 'id,category', got {','.join(row)[:120]!r}")
+        pairs.append((row[0].strip(), check_name(row[1], f"{path}: line {line}")))
+    return _group(pairs)
+
+
+def merge(*sources: Mapping[str, tuple[str, ...]]) -> Categories:
+    """Every category any source gives an id."""
+    return _group((i, c) for source in sources for i, names in source.items() for c in names)
+
+
+def assign(
+    ids: Iterable[str], given: Mapping[str, tuple[str, ...]], previous: Mapping[str, tuple[str, ...]]
+) -> Categories:
+    """Each item's categories: what this build was given, else what the index recorded before (an update
+    without category flags keeps them), else its top folder (`dress/B00X` is a dress), else unknown."""
+    result = {}
+    for item_id in ids:
+        kept = previous.get(item_id) if previous.get(item_id) != (UNKNOWN,) else None
+        folder = (item_id.split("/")[0],) if "/" in item_id else None
+        result[item_id] = given.get(item_id) or kept or folder or (UNKNOWN,)
+    return result
+
+
+def _group(pairs: Iterable[tuple[str, str]]) -> Categories:
+    grouped: dict[str, dict[str, None]] = {}
+    for item_id, category in pairs:
+        grouped.setdefault(item_id, {})[category] = None
+    return {item_id: tuple(sorted(names)) for item_id, names in grouped.items()}

@@ -1,0 +1,59 @@
+"""`fashionrec demo --serve` on a small demo: recalls next to chance, the expected item's rank, then the page."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_demo_ends_by_serving_its_catalog(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "fashionrec", "demo", "--out", str(tmp_path / "demo"), "--images", "60"]
+    command += ["--val-images", "8", "--epochs", "2", "--serve", "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "demo.log"
+    with open(log, "w") as out:
+        demo = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while "Uvicorn running" not in log.read_text() and "serving" not in log.read_text():
+            assert demo.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the demo did not start serving within 10 minutes"
+            time.sleep(0.5)
+        categories = _get(f"http://127.0.0.1:{port}/categories")
+    finally:
+        demo.terminate()
+        demo.wait(timeout=60)
+    text = log.read_text()
+    assert "chance level (a random ranking; galleries of [8] images): dress R@10 100.0 R@50 100.0" in text
+    assert "--item D000012" in text and "--category dress" in text  # the first val dress, among dresses
+    assert "the right answer D0000" in text and "among the catalog's dresses" in text
+    assert f"== 8. serve the demo catalog: open http://127.0.0.1:{port}/" in text
+    assert categories == {"categories": [{"name": n, "items": 20} for n in ("dress", "shirt", "toptee")]}
+
+
+def _get(url: str) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return httpx.get(url, timeout=5).json()
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
