@@ -49,6 +49,13 @@ class TrainConfig:
     stop_after_epochs: int | None = None
     val_split: str = "val"
     global_negatives: bool = False
+    # --accumulate-negatives: the InfoNCE over every micro-batch of an optimizer step (each query against all
+    # the step's targets) with one micro-batch's memory: embeddings cached without gradients, micro-batches re-run
+    accumulate_negatives: bool = False
+    # --backbone-lr: peak LR of the image backbone (None: --lr; with this or --text-lr, one AdamW group per part)
+    backbone_lr: float | None = None
+    # --text-lr: peak LR of the text model, BERT (None: --lr)
+    text_lr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -88,6 +95,7 @@ CHANGEABLE = {
     "text_model",
     "backbone_weights",
     "pretrained",
+    "accumulate_negatives",
 }
 
 
@@ -232,6 +240,25 @@ def add_train_arguments(parser: argparse.ArgumentParser, resume: bool) -> None:
         action=argparse.BooleanOptionalAction,
         default=default(False),
         help="distributed: contrast against the targets of every rank",
+    )
+    add(
+        "--accumulate-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=default(False),
+        help="InfoNCE over all micro-batches of an optimizer step (every target a negative), with the memory "
+        "of one micro-batch: embeddings are cached without gradients, then each micro-batch is re-run",
+    )
+    add(
+        "--backbone-lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the image backbone (default: --lr; fixed on resume)",
+    )
+    add(
+        "--text-lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the text model (default: --lr; fixed on resume)",
     )
 
 
