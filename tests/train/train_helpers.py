@@ -87,12 +87,12 @@ def tiny_model(cfg: TrainConfig, dropout: float | None = None) -> FashionVLP:
     return rebuilt
 
 
-def make_trainer(cfg: TrainConfig, model: FashionVLP, log=None) -> Trainer:
-    """A single-process CPU trainer over `cfg`'s data with its own copy of `model` (no checkpoints)."""
+def make_trainer(cfg: TrainConfig, model: FashionVLP, log=None, device: str = "cpu") -> Trainer:
+    """A single-process trainer over `cfg`'s data with its own copy of `model` (no checkpoints)."""
     data = load_training_data(cfg, lambda *_: None)
     cache = build_cache(cfg, data, model.config.image_size)
     spec = onecycle_spec(cfg.lr, 100)
-    return Trainer(cfg, copy.deepcopy(model), data, cache, torch.device("cpu"), None, spec, log or (lambda _: None))
+    return Trainer(cfg, copy.deepcopy(model), data, cache, torch.device(device), None, spec, log or (lambda _: None))
 
 
 def first_batch(trainer: Trainer) -> dict[str, torch.Tensor]:
