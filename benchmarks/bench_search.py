@@ -34,7 +34,7 @@ def unit_vectors(n: int, seed: int, centres: np.ndarray | None = None, chunk: in
         block = rng.standard_normal((min(chunk, n - start), DIM), dtype=np.float32)
         if centres is not None:
             block = block / np.sqrt(DIM) + centres[rng.integers(0, len(centres), len(block))]
-        out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
@@ -54,6 +54,7 @@ def numpy_search(vectors: np.ndarray):
         scores = vectors @ q[0]
         top = np.argpartition(-scores, K)[:K]
         return top[np.argsort(-scores[top])]
+
     return search
 
 
@@ -79,8 +80,9 @@ def bench_size(n: int, n_queries: int, clustered: bool) -> list[dict]:
     flat.add(vectors)
     build = time.perf_counter() - start
     stats, found = timed(faiss_search(flat), queries)
-    rows.append({"n": n, "method": "faiss flat (exact)", "build_s": build,
-                 "recall_at_10": recall(found, truth), **stats})
+    rows.append(
+        {"n": n, "method": "faiss flat (exact)", "build_s": build, "recall_at_10": recall(found, truth), **stats}
+    )
     del flat
 
     start = time.perf_counter()
@@ -89,38 +91,55 @@ def bench_size(n: int, n_queries: int, clustered: bool) -> list[dict]:
     nprobe, tuned_recall = tune_nprobe(ivf, vectors, TARGET_RECALL)
     kept = tuned_recall >= TARGET_RECALL
     verdict = "IVF" if kept else "the flat index"
-    print(f"IVF{ivf.nlist} trained in {build:.1f} s; tuning stopped at nprobe {nprobe} with recall "
-          f"{tuned_recall:.3f}: `fashionrec index` would keep {verdict}", flush=True)
+    print(
+        f"IVF{ivf.nlist} trained in {build:.1f} s; tuning stopped at nprobe {nprobe} with recall "
+        f"{tuned_recall:.3f}: `fashionrec index` would keep {verdict}",
+        flush=True,
+    )
     probes = {8, 32, 128, int(ivf.nlist * MAX_PROBE_FRACTION), ivf.nlist} | ({nprobe} if kept else set())
     for probe in sorted(probes):
         ivf.nprobe = probe
         stats, found = timed(faiss_search(ivf), queries)
         chosen = " (chosen)" if kept and probe == nprobe else ""
-        rows.append({"n": n, "method": f"faiss ivf{ivf.nlist} nprobe {probe}{chosen}", "build_s": build,
-                     "recall_at_10": recall(found, truth), **stats})
+        rows.append(
+            {
+                "n": n,
+                "method": f"faiss ivf{ivf.nlist} nprobe {probe}{chosen}",
+                "build_s": build,
+                "recall_at_10": recall(found, truth),
+                **stats,
+            }
+        )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clustered", action="store_true", help="vectors around 1000 centres, not uniform")
-    parser.add_argument("--faiss-threads", type=int, default=1,
-                        help="OpenMP threads per FAISS search (default 1, as `fashionrec serve` runs it)")
+    parser.add_argument(
+        "--faiss-threads",
+        type=int,
+        default=1,
+        help="OpenMP threads per FAISS search (default 1, as `fashionrec serve` runs it)",
+    )
     parser.add_argument("--out", type=Path, default=Path(".bench/search.json"))
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.faiss_threads)
     rows = [row for n in args.sizes for row in bench_size(n, args.queries, args.clustered)]
     kind = "clustered" if args.clustered else "uniform random"
-    print(f"\nsingle-query search, {kind} vectors, k={K}, {os.cpu_count()} CPUs, "
-          f"FAISS threads {args.faiss_threads}, faiss {faiss.__version__}, numpy {np.__version__}")
+    print(
+        f"\nsingle-query search, {kind} vectors, k={K}, {os.cpu_count()} CPUs, "
+        f"FAISS threads {args.faiss_threads}, faiss {faiss.__version__}, numpy {np.__version__}"
+    )
     print(f"{'vectors':>10}  {'method':<38} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>9} {'build s':>8}")
     for r in rows:
         build = f"{r['build_s']:.1f}" if "build_s" in r else "-"
-        print(f"{r['n']:>10,}  {r['method']:<38} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['recall_at_10']:>9.3f} {build:>8}")
+        print(
+            f"{r['n']:>10,}  {r['method']:<38} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            f"{r['recall_at_10']:>9.3f} {build:>8}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"cpus": os.cpu_count(), "faiss_threads": args.faiss_threads, "dim": DIM, "k": K, "data": kind}
     args.out.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")

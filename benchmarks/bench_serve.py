@@ -52,8 +52,22 @@ def free_port() -> int:
 
 
 def start_server(checkpoint: Path, index: Path, port: int, threads: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(checkpoint),
-               "--index", str(index), "--port", str(port), "--device", "cpu", "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "fashionrec",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--index",
+        str(index),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--threads",
+        str(threads),
+    ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -76,7 +90,8 @@ def load(url: str, queries: list[tuple[bytes, str]], concurrency: int, k: int) -
         image, text = queries[i]
         start = time.perf_counter()
         response = clients[i % concurrency].post(
-            "/recommend", files={"image": ("q.png", image, "image/png")}, data={"text": text, "k": str(k)})
+            "/recommend", files={"image": ("q.png", image, "image/png")}, data={"text": text, "k": str(k)}
+        )
         elapsed = time.perf_counter() - start
         if response.status_code != 200:
             raise RuntimeError(f"request {i}: {response.status_code} {response.text[:200]}")
@@ -92,13 +107,17 @@ def load(url: str, queries: list[tuple[bytes, str]], concurrency: int, k: int) -
         wall = time.perf_counter() - start
     for client in clients:
         client.close()
-    return {"concurrency": concurrency, "requests": len(queries), "requests_per_s": len(queries) / wall,
-            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99))}
+    return {
+        "concurrency": concurrency,
+        "requests": len(queries),
+        "requests_per_s": len(queries) / wall,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--images", type=int, default=600, help="demo catalog size")
@@ -111,8 +130,7 @@ def main() -> None:
 
     checkpoint, index, folder = prepare(args.work, args.images)
     references = sorted(folder.glob("*.png"))
-    queries = [(references[i % len(references)].read_bytes(), TEXTS[i % len(TEXTS)])
-               for i in range(args.requests)]
+    queries = [(references[i % len(references)].read_bytes(), TEXTS[i % len(TEXTS)]) for i in range(args.requests)]
     port = free_port()
     server = start_server(checkpoint, index, port, args.threads)
     try:
@@ -122,15 +140,18 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"\n/recommend, tiny preset on CPU ({os.cpu_count()} CPUs, server --threads {args.threads}), "
-          f"{args.images}-item catalog, k={args.k}")
+    print(
+        f"\n/recommend, tiny preset on CPU ({os.cpu_count()} CPUs, server --threads {args.threads}), "
+        f"{args.images}-item catalog, k={args.k}"
+    )
     print(f"{'concurrency':>11} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
     for r in rows:
-        print(f"{r['concurrency']:>11} {r['requests']:>9} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-              f"{r['requests_per_s']:>7.1f}")
+        print(
+            f"{r['concurrency']:>11} {r['requests']:>9} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+            f"{r['requests_per_s']:>7.1f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"cpus": os.cpu_count(), "threads": args.threads, "catalog": args.images, "k": args.k,
-              "rows": rows}
+    result = {"cpus": os.cpu_count(), "threads": args.threads, "catalog": args.images, "k": args.k, "rows": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
