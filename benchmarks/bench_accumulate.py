@@ -11,9 +11,9 @@ whole step (the objective cached accumulation reproduces, at N times the activat
 
 The step's group is loaded once and kept in memory, so data loading is not measured. Speed: variants
 alternate within each round (the machine is shared); medians, ratio of medians and median of per-round
-ratios. Memory: each variant runs in its own fresh process (--memory-runs times): the peak resident set
-(VmHWM) over two steps minus the resident set just before them: activations, gradients, AdamW moments and
-allocator slack; medians.
+ratios, by wall clock and per CPU-second of this process. Memory: each variant runs in its own fresh
+process (--memory-runs times): the peak resident set (VmHWM) over two steps minus the resident set just
+before them: activations, gradients, AdamW moments and allocator slack; medians.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from common import (
     add_threads_argument,
     alternate,
     apply_threads,
+    cpu_seconds,
     demo_data,
     header,
     median,
@@ -69,12 +70,15 @@ def build(args: argparse.Namespace, variant: str) -> tuple[Trainer, list[dict[st
     return trainer, group
 
 
-def window(trainer: Trainer, group: list[dict[str, torch.Tensor]], steps: int) -> float:
-    """samples/s over `steps` optimizer steps on the in-memory group."""
-    start = time.perf_counter()
+def window(trainer: Trainer, group: list[dict[str, torch.Tensor]], steps: int, per_cpu_second: list[float]) -> float:
+    """samples/s over `steps` optimizer steps on the in-memory group; samples per CPU-second of this process
+    (which other processes' load hardly moves, with one thread) go to `per_cpu_second`."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     for _ in range(steps):
         trainer.step(group)
-    return steps * sum(len(b["index"]) for b in group) / (time.perf_counter() - start)
+    samples = steps * sum(len(b["index"]) for b in group)
+    per_cpu_second.append(samples / (cpu_seconds() - cpu))
+    return samples / (time.perf_counter() - wall)
 
 
 def resident_kib(field: str) -> int:
@@ -127,9 +131,12 @@ def main() -> None:
         f"{args.memory_runs} fresh processes per variant"
     )
     built = {variant: build(args, variant) for variant in VARIANTS}
+    per_cpu: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     for trainer, group in built.values():
-        window(trainer, group, 1)
-    speed = alternate({v: (lambda t=t, g=g: window(t, g, args.steps)) for v, (t, g) in built.items()}, args.rounds)
+        window(trainer, group, 1, [])
+    speed = alternate(
+        {v: (lambda t=t, g=g, c=per_cpu[v]: window(t, g, args.steps, c)) for v, (t, g) in built.items()}, args.rounds
+    )
     del built
     memory = {variant: memory_in_fresh_processes(args, variant) for variant in VARIANTS}
 
@@ -143,8 +150,12 @@ def main() -> None:
             f"({min(memory[variant]):.0f}..{max(memory[variant]):.0f}) | "
             f"{median(memory[variant]) / median(memory['plain']):.2f}x |"
         )
-    ratios = paired_ratios(speed["cached"], speed["plain"])
-    print(f"\ncached / plain samples/s, per-round ratios: {spread(ratios)}")
+    print("\nsamples per CPU-second, median (min..max, n):")
+    for variant in VARIANTS:
+        print(f"  {variant:<12} {spread(per_cpu[variant])}")
+    for title, table in (("samples/s", speed), ("samples per CPU-second", per_cpu)):
+        ratios = paired_ratios(table["cached"], table["plain"])
+        print(f"cached / plain {title}: per-round ratios {spread(ratios)}")
 
 
 if __name__ == "__main__":

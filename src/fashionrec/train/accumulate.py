@@ -118,11 +118,11 @@ def agreed(work: Callable[[], T], collective: bool, size: int) -> T:
     except torch.cuda.OutOfMemoryError as error:
         if collective and distributed.active():
             raise UserError(
-                f"out of memory on this rank in a micro-batch of {size} while the ranks exchange data within "
-                "it (the last micro-batch's gradients, or --global-negatives without --accumulate-negatives), "
-                f"so the ranks cannot retry together; the job stops. Resume with --batch {max(size // 2, 1)}, "
-                "or with --gradient-accumulation 2 or more and --accumulate-negatives, which let the ranks "
-                "fall back together"
+                f"out of memory on rank {torch.distributed.get_rank()} in a micro-batch of {size} while the "
+                "ranks exchange data within it (the last micro-batch's gradients, or --global-negatives "
+                "without --accumulate-negatives), so the ranks cannot retry together; the job stops. Restart "
+                f"or resume with --batch {max(size // 2, 1)}, or with --gradient-accumulation 2 or more and "
+                "--accumulate-negatives, which let the ranks fall back together"
             ) from error
         failed = True
     ranks = distributed.flagged_ranks(failed)
