@@ -4,7 +4,7 @@
 A promise is marked in the Markdown source, right after the sentence, with an HTML comment (invisible
 once rendered):
 
-    Resumed runs are bit-identical. <!-- claim: tests/train/test_resume.py::test_stop_after_k_epochs_then_resume_is_bit_identical -->
+    Resumed runs are bit-identical. <!-- claim: tests/train/test_resume.py::test_stop_after_k -->
 
 Several tests are separated by commas; `claim: none (why)` marks a promise that no test on these
 machines can check (a GPU, a Qdrant server), which the doc must say next to it. The check fails when a

@@ -88,8 +88,9 @@ def test_text_padding_is_ignored(model):
         torch.testing.assert_close(model(batch)[0], model(padded)[0])
 
 
-def test_all_masked_softmax_gives_zeros_not_nan():
-    w = masked_softmax(torch.randn(2, 5), torch.tensor([[False] * 5, [True, False, True, False, False]]))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_all_masked_softmax_gives_zeros_not_nan(dtype):
+    w = masked_softmax(torch.randn(2, 5, dtype=dtype), torch.tensor([[False] * 5, [True, False, True, False, False]]))
     assert torch.equal(w[0], torch.zeros(5))
     assert w[1].sum().item() == pytest.approx(1.0) and w[1, 1] == 0
 

@@ -31,7 +31,7 @@ from unittest import mock
 
 import pytest
 import torch
-from train_helpers import assert_same_training, final_checkpoint, load
+from train_helpers import assert_same_training, final_checkpoint, load, oom_in_backward
 
 from fashionrec.cli.main import main
 from fashionrec.data.demo import make_demo_data
@@ -67,7 +67,12 @@ def _pinned_model(options: dict[str, Any]) -> Callable[..., FashionVLP]:
 def _instrumented_step(options: dict[str, Any]) -> Callable[[Trainer, list], list[float]]:
     original = Trainer.step
 
+    hooked: set[int] = set()
+
     def step(self: Trainer, group: list) -> list[float]:
+        if self.rank == options.get("oom_rank") and id(self) not in hooked:  # the model rank 1 trains is rank 0's
+            oom_in_backward(self.model, options["oom_above"])
+            hooked.add(id(self))
         if self.rank == options.get("fault_rank") and self.progress.global_step + 1 == options["fault_step"]:
             if options["fault"] == "hang":
                 # Stuck for good: torchrun's SIGTERM, once rank 0 has failed, ends it at once (a rank stuck in
@@ -88,7 +93,8 @@ def _instrumented_step(options: dict[str, Any]) -> Callable[[Trainer, list], lis
 def harness(options: dict[str, Any]) -> Iterator[None]:
     """`model`: build this config and tokenizer (a JSON file) instead of a new model, or `model_rank<r>` on
     rank r; `losses`: rank 0 appends each step's losses (the mean over ranks) as a JSON line; `fault`
-    ("crash" | "hang") on `fault_rank` at `fault_step`."""
+    ("crash" | "hang") on `fault_rank` at `fault_step`; `oom_rank`: that rank's back-propagation runs out of
+    memory in micro-batches above `oom_above` samples (train_helpers.oom_in_backward)."""
     with contextlib.ExitStack() as stack:
         if options.get("model"):
             pinned = _pinned_model(options)
@@ -370,6 +376,47 @@ def test_a_hung_rank_makes_the_others_time_out_instead_of_waiting_forever(cli_ar
     assert proc.returncode != 0
     assert "Timed out" in proc.stdout or "timed out" in proc.stdout, proc.stdout[-3000:]
     assert len(read_losses(losses)) == 2  # it timed out waiting in step 2, not earlier
+    assert time.monotonic() - start < 150
+
+
+@pytest.mark.slow
+def test_oom_on_one_rank_makes_every_rank_fall_back_and_accumulated_negatives_keep_the_objective(
+    cli_args, models, tmp_path, one_thread
+):
+    """2 ranks x 2 micro-batches of 2 with global and accumulated negatives: each step's InfoNCE is over
+    the 8 samples a single process at batch 8 sees. Rank 1 runs out of memory in its first micro-batch's
+    backward; both ranks halve the micro-batch, and the loss trajectory still equals the single process's."""
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    common = [*cli_args, "--epochs", "1", "--accumulate-negatives"]
+    options = {"model": models["no_dropout"], "losses": str(ddp / "losses.jsonl"), "oom_rank": 1, "oom_above": 1}
+    ddp_args = ["--batch", "2", "--gradient-accumulation", "2", "--global-negatives", "--output-dir", str(ddp)]
+    proc = ok(run_harness(options, ["train", *common, *ddp_args], env={"FASHIONREC_DIST_TIMEOUT_S": "60"}))
+    assert (
+        "CUDA out of memory at micro-batch 2 on rank 1: continuing with micro-batch 1 and 2x the accumulation "
+        "(the same samples per optimizer step); the objective is unchanged: with --accumulate-negatives every "
+        "query is still contrasted with all 8 targets of the step" in proc.stdout
+    )
+    assert load(final_checkpoint(ddp))["micro_splits"] == 2
+
+    with harness({"model": models["no_dropout"], "losses": str(single / "losses.jsonl")}):
+        args = [*common, "--batch", "8", "--gradient-accumulation", "1", "--output-dir", str(single)]
+        assert main(["train", *args]) == 0
+    expected = read_losses(single / "losses.jsonl")
+    assert len(expected) == 5  # one loss per optimizer step: 36 triplets in steps of 8
+    assert read_losses(ddp / "losses.jsonl") == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_oom_where_the_ranks_cannot_retry_together_stops_the_job_with_what_to_change(cli_args, models, tmp_path):
+    """Plain accumulation with one micro-batch per step: rank 1 runs out of memory in the backward whose
+    gradients DDP exchanges, while rank 0 waits in that exchange. The job ends soon, not at the timeout."""
+    options = {"model": models["no_dropout"], "oom_rank": 1, "oom_above": 2}
+    args = ["train", *cli_args, "--batch", "4", "--gradient-accumulation", "1", "--epochs", "1"]
+    start = time.monotonic()
+    proc = run_harness(options, [*args, "--output-dir", str(tmp_path)], env={"FASHIONREC_DIST_TIMEOUT_S": "600"})
+    assert proc.returncode != 0
+    assert "error: out of memory on rank 1 in a micro-batch of 4" in proc.stdout, proc.stdout[-3000:]
+    assert "the job stops. Restart or resume with --batch 2" in proc.stdout
     assert time.monotonic() - start < 150
 
 

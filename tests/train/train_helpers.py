@@ -1,13 +1,24 @@
-"""Helpers for the train tests: run the CLI as a user would, compare checkpoints bit for bit."""
+"""Helpers for the train tests: run the CLI as a user would, compare checkpoints bit for bit, build small
+in-process trainers, and make back-propagation run out of memory."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from fashionrec.model import checkpoint_format
+import torch
+
+from fashionrec.model import checkpoint_format, create_model
+from fashionrec.model.config import ModelConfig
+from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.train.data import build_cache, load_training_data, make_loader
+from fashionrec.train.params import TrainConfig
+from fashionrec.train.schedule import onecycle_spec
+from fashionrec.train.trainer import Trainer
 
 
 def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -39,3 +50,69 @@ def final_checkpoint(directory: Path, prefix: str = "") -> Path:
 def assert_same_training(a: Path, b: Path) -> None:
     """Bit-identical weights, optimizer state and histories (torch.equal on every tensor)."""
     assert checkpoint_format.differences(checkpoint_format.read(a), checkpoint_format.read(b)) == []
+
+
+def small_config(data: Path, cache_dir: Path, **overrides) -> TrainConfig:
+    """The small runs' settings (dress only, tiny preset, batch 8, 2 micro-batches per step), in process."""
+    settings = dict(
+        path_file=str(data),
+        path_folder=str(data / "images"),
+        categories=("dress",),
+        preset="tiny",
+        batch=8,
+        gradient_accumulation=2,
+        num_workers=0,
+        cache_dir=str(cache_dir),
+        epochs=1,
+        seed=3,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def tiny_model(cfg: TrainConfig, dropout: float | None = None) -> FashionVLP:
+    """A random-init tiny model for `cfg`'s data; `dropout` replaces the preset's (0: no randomness)."""
+    model = create_model("tiny", load_training_data(cfg, lambda *_: None).train_texts(), pretrained=False)
+    if dropout is None:
+        return model
+    config = ModelConfig.from_dict({**model.config.to_dict(), "dropout": dropout})
+    rebuilt = FashionVLP(config, model.tokenizer)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt
+
+
+def make_trainer(cfg: TrainConfig, model: FashionVLP, log=None, device: str = "cpu") -> Trainer:
+    """A single-process trainer over `cfg`'s data with its own copy of `model` (no checkpoints)."""
+    data = load_training_data(cfg, lambda *_: None)
+    cache = build_cache(cfg, data, model.config.image_size)
+    spec = onecycle_spec(cfg.lr, 100)
+    return Trainer(cfg, copy.deepcopy(model), data, cache, torch.device(device), None, spec, log or (lambda _: None))
+
+
+def first_batch(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """The first batch of epoch 1, as `train_epoch` would load it."""
+    trainer.dataset.set_epoch(0)
+    trainer.sampler.set_position(0, 0)
+    return next(iter(make_loader(trainer.dataset, trainer.sampler, trainer.cfg, 0)))
+
+
+def oom_in_backward(model: FashionVLP, above: int) -> list[int]:
+    """From now on, back-propagation through `model`'s backbone fails the way CUDA's allocator does when
+    the micro-batch holds more than `above` samples: mid-backward, after the heads' gradients have been
+    accumulated. Returns the list of micro-batch sizes whose backward got through (two per micro-batch:
+    the reference and the target image pass)."""
+    passed: list[int] = []
+
+    def on_forward(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if not output.requires_grad:  # the no-gradient pass of --accumulate-negatives
+            return
+        samples = output.shape[0] // 2  # whole images and crops go through the backbone together
+
+        def on_backward(_grad: torch.Tensor) -> None:
+            if samples > above:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {samples * 64} MiB")
+            passed.append(samples)
+
+        output.register_hook(on_backward)
+
+    model.backbone.register_forward_hook(on_forward)
+    return passed

@@ -39,9 +39,10 @@ def bert_config(config: ModelConfig) -> BertConfig:
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim restricted to `mask`; an all-masked row gives all-zero weights, not NaN."""
+    """Softmax over the last dim restricted to `mask`; an all-masked row gives all-zero weights, not NaN (the
+    floor is the dtype's smallest normal number: 1e-12 is 0 in float16, and 0 / 0 is NaN)."""
     weights = torch.softmax(logits.masked_fill(~mask, torch.finfo(logits.dtype).min), dim=-1) * mask
-    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+    return weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
 
 
 class PositionalAttention(nn.Module):

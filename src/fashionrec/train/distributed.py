@@ -48,12 +48,21 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on any (a stop signal that reached only some ranks)."""
+    return bool(flagged_ranks(flag))
+
+
+def flagged_ranks(flag: bool) -> list[int]:
+    """The ranks whose `flag` is true, the same list on every rank (one small all_reduce): every rank learns
+    that some rank ran out of memory, and which, before any of them starts another collective."""
     if not active():
-        return flag
+        return [0] if flag else []
     on_gpu = dist.get_backend() == "nccl"
-    value = torch.tensor([int(flag)], device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else None)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    flags = torch.zeros(
+        dist.get_world_size(), device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
+    )
+    flags[dist.get_rank()] = float(flag)
+    dist.all_reduce(flags)
+    return [rank for rank, value in enumerate(flags.tolist()) if value]
 
 
 def gather_objects(obj: T) -> list[T]:

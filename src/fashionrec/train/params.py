@@ -163,6 +163,27 @@ class TrainConfig:
         opt.Option("--global-negatives", False, "distributed: contrast against the targets of every rank", switch=True),
         changeable=False,
     )
+    accumulate_negatives: bool = setting(
+        opt.Option(
+            "--accumulate-negatives",
+            False,
+            "InfoNCE over all micro-batches of an optimizer step (every target a negative), with the memory of "
+            "one micro-batch: embeddings are cached without gradients, then each micro-batch is re-run",
+            switch=True,
+        ),
+        changeable=True,
+    )
+    # With either part LR, one AdamW group per part (heads, backbone, text); without, one group as originally.
+    backbone_lr: float | None = setting(
+        opt.Option(
+            "--backbone-lr", None, "peak learning rate of the image backbone (default: --lr)", type=opt.positive_float
+        ),
+        changeable=False,
+    )
+    text_lr: float | None = setting(
+        opt.Option("--text-lr", None, "peak learning rate of the text model (default: --lr)", type=opt.positive_float),
+        changeable=False,
+    )
 
     def __post_init__(self) -> None:
         """Crop and landmark backends left unset take the preset's (the paper's model uses landmarks)."""

@@ -8,6 +8,9 @@ is rebuilt before its state is loaded.
   warm-up (none once warm-up is over, where `--lr` sets the new peak at once), then anneals with a cosine
   to peak / 2.5e5 (OneCycleLR's final LR) exactly at the new last step. No "Tried to step N times" error:
   the schedule always spans the steps that remain.
+
+With several parameter groups (optim.py), each group's curve is the schedule's times its `lr_scale`; the
+spec's LRs are those of the first group, the heads, at `--lr`.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def build_scheduler(optimizer: Optimizer, spec: dict[str, Any]) -> LRScheduler:
     if spec["kind"] == "onecycle":
         return OneCycleLR(
             optimizer,
-            max_lr=spec["max_lr"],
+            max_lr=[spec["max_lr"] * group.get("lr_scale", 1.0) for group in optimizer.param_groups],
             total_steps=spec["total_steps"],
             pct_start=spec.get("pct_start", PCT_START),
             anneal_strategy="cos",
@@ -76,7 +79,7 @@ def build_scheduler(optimizer: Optimizer, spec: dict[str, Any]) -> LRScheduler:
         )
     if spec["kind"] == "continuation":
         for group in optimizer.param_groups:
-            group["lr"] = spec["peak_lr"]
+            group["lr"] = spec["peak_lr"] * group.get("lr_scale", 1.0)
             group.pop("initial_lr", None)
         return LambdaLR(optimizer, lambda step: continuation_lr(spec, step) / spec["peak_lr"])
     raise ValueError(f"unknown schedule kind {spec['kind']!r}")
@@ -98,6 +101,7 @@ def peak_lr(spec: dict[str, Any]) -> float:
 
 
 def current_lr(optimizer: Optimizer) -> float:
+    """The first group's LR: the whole model's, or the heads' (at the --lr peak) when parts have their own."""
     return float(optimizer.param_groups[0]["lr"])
 
 

@@ -3,7 +3,6 @@ its `state_dict()` is everything a bit-exact resume needs, and the checkpoint ma
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -24,12 +23,12 @@ from fashionrec.model import checkpoint_format
 from fashionrec.model.checkpoint_format import Checkpoint, Progress
 from fashionrec.model.fashionvlp import FashionVLP
 from fashionrec.train import distributed
+from fashionrec.train.accumulate import StepOutOfMemory, StepParts, StepSnapshot, fallback_message, step_gradients
 from fashionrec.train.checkpoint import CheckpointManager
 from fashionrec.train.data import ResumableSampler, TrainingData, make_loader
+from fashionrec.train.optim import build_optimizer, load_optimizer_state
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.schedule import build_scheduler, current_lr
-
-ADAMW_LR = 4e-4  # the optimizer's own LR; the schedule sets the LR actually used, as in the original system
 
 
 class TrainingStopped(Exception):
@@ -86,9 +85,7 @@ class Trainer:
         if wrap is not None:
             self.train_model = wrap(self.train_model)
         self.loss_fn = dist.loss_fn(self.model, cfg.global_negatives) or self.model.loss
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=ADAMW_LR, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
-        )
+        self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = schedule
         self.scheduler = build_scheduler(self.optimizer, schedule)
         self.amp_dtype, use_scaler = amp_settings(device, cfg.mixed_precision)
@@ -121,7 +118,7 @@ class Trainer:
         caller has already built a new schedule (see schedule.py) and only the optimizer moments load.
         `samples_in_epoch`: this rank's position in the epoch in progress (re-scaled for another world size)."""
         if ckpt.optimizer_state:
-            self.optimizer.load_state_dict(ckpt.optimizer_state)
+            load_optimizer_state(self.optimizer, ckpt.optimizer_state)
         if keep_schedule:
             self.scheduler.load_state_dict(ckpt.scheduler_state)
         else:  # the new schedule's first LR applies from the next step on
@@ -139,21 +136,19 @@ class Trainer:
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
     # ---- one optimizer step ------------------------------------------------------------------------
-    def _no_sync(self, last: bool):
-        no_sync = getattr(self.train_model, "no_sync", None)
-        return contextlib.nullcontext() if last or no_sync is None else no_sync()
+    def step_parts(self) -> StepParts:
+        return StepParts(
+            self.train_model,
+            self.loss_fn,
+            self.scaler,
+            self.device,
+            self.amp_dtype,
+            loss_is_collective=self.cfg.global_negatives and self.world_size > 1,
+        )
 
-    def _accumulate(self, group: list[dict[str, torch.Tensor]]) -> list[float]:
+    def _accumulate(self, group: list[dict[str, torch.Tensor]], snapshot: StepSnapshot) -> list[float]:
         chunks = [c for batch in group for c in split_batch(batch, self.progress.micro_splits)]
-        losses = []
-        for i, chunk in enumerate(chunks):
-            chunk = {k: v.to(self.device, non_blocking=True) for k, v in chunk.items()}
-            with self._no_sync(i == len(chunks) - 1):
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    f_ref, f_tar = self.train_model(chunk)
-                loss = self.loss_fn(f_ref, f_tar)
-                self.scaler.scale(loss / len(chunks)).backward()
-            losses.append(loss.detach())
+        losses = step_gradients(self.step_parts(), chunks, snapshot, cached=self.cfg.accumulate_negatives)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -161,23 +156,37 @@ class Trainer:
         return distributed.mean_over_ranks(torch.stack(losses)).tolist()
 
     def step(self, group: list[dict[str, torch.Tensor]]) -> list[float]:
-        """One optimizer step over an accumulation group. On CUDA out-of-memory, halve the micro-batch and
-        double accumulation (the same samples per step), say so, and retry the group."""
+        """One optimizer step over an accumulation group. When any rank runs out of memory, every rank
+        halves the micro-batch and doubles accumulation (the same samples per step), says what that changes,
+        and retries the group from its starting RNG state and buffers (see accumulate.py)."""
+        snapshot = StepSnapshot.take(self.model, self.device)
         while True:
             try:
-                return self._accumulate(group)
-            except torch.cuda.OutOfMemoryError:
-                micro = math.ceil(max(len(b["index"]) for b in group) / self.progress.micro_splits)
-                if micro <= 1:
-                    raise
-                self.optimizer.zero_grad(set_to_none=True)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.progress.micro_splits *= 2
-                self.log(
-                    f"CUDA out of memory at micro-batch {micro}: continuing with micro-batch {math.ceil(micro / 2)} "
-                    f"and {self.progress.micro_splits}x the accumulation (same effective batch)"
-                )
+                return self._accumulate(group, snapshot)
+            except StepOutOfMemory as error:
+                ranks = error.ranks  # handled below, once the failed attempt's tensors are released
+            self._fall_back(group, snapshot, ranks)
+
+    def _fall_back(self, group: list[dict[str, torch.Tensor]], snapshot: StepSnapshot, ranks: list[int]) -> None:
+        micro = math.ceil(max(len(b["index"]) for b in group) / self.progress.micro_splits)
+        self.optimizer.zero_grad(set_to_none=True)
+        snapshot.restore()
+        if micro <= 1:
+            raise UserError("out of memory with a micro-batch of one sample: the model does not fit on this device")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.progress.micro_splits *= 2
+        self.log(
+            fallback_message(
+                micro,
+                self.progress.micro_splits,
+                ranks,
+                self.world_size,
+                cached=self.cfg.accumulate_negatives,
+                step_targets=sum(len(b["index"]) for b in group),
+                gathered=self.cfg.global_negatives,
+            )
+        )
 
     # ---- epochs ------------------------------------------------------------------------------------
     def _request_stop(self, signum: int, _frame: Any) -> None:
