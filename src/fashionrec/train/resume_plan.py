@@ -22,10 +22,17 @@ from fashionrec.train.schedule import (
 
 
 def original_schedule(scheduler_state: dict[str, Any] | None, lr_groups: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The schedule of a checkpoint that names none: the original system's OneCycleLR, read from its state."""
+    """The schedule of a checkpoint that names none: the original system's OneCycleLR, as its state describes
+    it. Its own total and warm-up share, not `onecycle_spec`'s minimums for the runs we plan: a resume that
+    ends where it ends keeps the saved scheduler, one that goes further gets a continuation."""
     if not scheduler_state or "total_steps" not in scheduler_state or not lr_groups or "max_lr" not in lr_groups[0]:
         return None
-    return onecycle_spec(lr_groups[0]["max_lr"], scheduler_state["total_steps"])
+    total = int(scheduler_state["total_steps"])
+    spec = {**onecycle_spec(lr_groups[0]["max_lr"], total), "total_steps": total}
+    phases = scheduler_state.get("_schedule_phases") or []
+    if phases and "end_step" in phases[0]:  # OneCycleLR's warm-up ends at step pct_start * total - 1
+        spec["pct_start"] = (float(phases[0]["end_step"]) + 1) / total
+    return spec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,121 @@
+"""The original system's users resume their own run: `python resume_training.py` and `./run_resume_training.sh`
+on a checkpoint in the original's exact format (written by the spec of its model after two real AdamW +
+OneCycleLR steps, at reduced BERT width, keys under `_orig_mod.`), with annotations in its train.json /
+val.json layout (`feedback_tokens`) and its images folder. The original planned one epoch of two steps, so
+resuming to epoch 2 goes beyond its OneCycleLR."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from original_run import SMALL_BERT, train_original
+from train_helpers import MINILM, final_checkpoint, legacy_copy, load
+
+from fashionrec.model import load_model
+from fashionrec.model.checkpoint_format import read
+from fashionrec.model.original import OriginalFashionVLP
+
+pytestmark = pytest.mark.slow  # starts real processes
+
+ROOT = Path(__file__).resolve().parents[2]
+THEIR_FILE = "optimized_model_epoch_1_recall_0.1234.pt"
+PLANNED_STEPS = 2  # the original's OneCycleLR total_steps: one epoch of two steps, both taken
+QUERIES = 4  # train triplets and validation queries: ResNet-50 at 224 px on a CPU is slow
+
+
+@pytest.fixture(scope="module")
+def their_file(tmp_path_factory) -> Path:
+    *_, ckpt = train_original(steps=2, total_steps=PLANNED_STEPS, recall=0.1234)
+    path = tmp_path_factory.mktemp("their_run") / THEIR_FILE
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_flags(small_data, cache_dir, tmp_path_factory) -> list[str]:
+    """Their annotations (train.json / val.json with feedback_tokens) and images, read as on a CPU machine."""
+    legacy = legacy_copy(small_data, tmp_path_factory.mktemp("annotations") / "legacy", tokens=True, queries=QUERIES)
+    return [
+        "--path-file", str(legacy), "--path-folder", str(small_data / "images"), "--num-workers", "0",
+        "--text-model", str(MINILM), "--cache-dir", str(cache_dir),
+    ]  # fmt: skip
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(list(command), cwd=ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def adam_steps(optimizer_state: dict) -> dict[int, float]:
+    return {pid: float(state["step"]) for pid, state in optimizer_state["state"].items()}
+
+
+def resume_event(folder: Path) -> dict:
+    events = [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
+    (resume,) = [e for e in events if e["event"] == "resume"]
+    return resume
+
+
+def test_resume_training_py_continues_their_run(their_file, data_flags):
+    folder, before = their_file.parent, sha256(their_file)
+    theirs = torch.load(their_file, weights_only=True)
+    converted = read(their_file, note=lambda _: None, text_model=str(MINILM))
+    run(sys.executable, "resume_training.py", "--checkpoint", str(their_file), *data_flags,
+        "--epochs", "2", "--batch", "2", "--gradient-accumulation", "1")  # fmt: skip
+
+    assert sha256(their_file) == before
+    epoch_file = next(folder.glob("resumed_model_epoch_2_recall_*.pt"))
+    assert len(list(folder.glob("best_resumed_model_recall_*.pt"))) == 1
+    final = final_checkpoint(folder, "resumed")
+    assert final.name.startswith("final_resumed_model_epoch_2_recall_")
+
+    resumed = load(epoch_file)
+    taken = QUERIES // 2  # batch 2, no accumulation
+    assert resumed["epoch"] == 2 and resumed["train_config"]["preset"] == "original"
+    assert resumed["global_step"] == theirs["scheduler_state_dict"]["last_epoch"] + taken > PLANNED_STEPS
+    # Adam's step counts continue, parameter for parameter (ids in fashionrec's order; BERT's pooler has none).
+    start = adam_steps(converted.optimizer_state)
+    assert set(start) == set(adam_steps(resumed["optimizer_state_dict"])) and len(start) < len(
+        resumed["model_state_dict"]
+    )
+    assert adam_steps(resumed["optimizer_state_dict"]) == {pid: step + taken for pid, step in start.items()}
+    assert set(adam_steps(theirs["optimizer_state_dict"]).values()) == {2.0}
+    # The LR continues from where their OneCycleLR left it.
+    event = resume_event(folder)
+    assert event["lr"] == theirs["optimizer_state_dict"]["param_groups"][0]["lr"]
+    assert event["schedule"]["kind"] == "continuation" and event["schedule"]["start_lr"] == event["lr"]
+
+    model = load_model(epoch_file)
+    assert isinstance(model, OriginalFashionVLP) and model.config.preset == "original"
+    assert model.config.text == SMALL_BERT
+
+
+def test_run_resume_training_sh_continues_their_run(their_file, data_flags, tmp_path):
+    mine = tmp_path / THEIR_FILE
+    shutil.copy(their_file, mine)
+    out = run("./run_resume_training.sh", str(mine), data_flags[1], data_flags[3], "2", "2", *data_flags[4:])
+    assert "batch:                 2" in out.stdout and "epochs (total):        2" in out.stdout
+    final = load(final_checkpoint(tmp_path, "resumed"))
+    cfg = final["train_config"]
+    assert (final["epoch"], cfg["preset"], cfg["gradient_accumulation"], cfg["mixed_precision"]) == (
+        2,
+        "original",
+        2,
+        True,
+    )
+    assert final["global_step"] == PLANNED_STEPS + 1  # 4 triplets in micro-batches of 2, accumulated by 2
+    assert set(adam_steps(final["optimizer_state_dict"]).values()) == {3.0}
