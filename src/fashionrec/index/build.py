@@ -55,6 +55,7 @@ def build_index(
     device: str = "auto",
     encoder: Encoder | None = None,
     categories: Mapping[str, tuple[str, ...]] | None = None,
+    text_model: str | None = None,
     **preprocess: Any,
 ) -> BuildReport:
     """Index every image under `images` into `out` with the checkpoint's target block.
@@ -65,7 +66,8 @@ def build_index(
     A second run re-encodes only new or changed files and drops removed ones. FAISS indexes of more than
     `approx_threshold` items (default 100,000) are IVF, tuned to recall@10 >= 0.95. `preprocess` (crop=...,
     landmarks=..., yolo_weights=...) overrides what the checkpoint was trained with. `encoder` stands in
-    for loading `checkpoint` (tests, or a caller that has the model loaded).
+    for loading `checkpoint` (tests, or a caller that has the model loaded); `text_model` is where
+    bert-base-uncased's vocabulary is, for the original system's checkpoints.
     """
     images, out = Path(images), Path(out)
     old = None if rebuild or not (out / MANIFEST).exists() else load_manifest(out)
@@ -75,7 +77,7 @@ def build_index(
         if encoder is None:
             from fashionrec.index.model_encoder import ModelEncoder
 
-            encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, **preprocess)
+            encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, text_model, **preprocess)
         if old is not None:
             _check_same_model(old, encoder, out)
         paths = scan_images(images, skip=out)

@@ -61,17 +61,21 @@ class ModelEncoder:
         )
 
     @classmethod
-    def load(cls, checkpoint: Path, cache_dir: Path, device: str = "auto", **overrides: Any) -> ModelEncoder:
+    def load(
+        cls, checkpoint: Path, cache_dir: Path, device: str = "auto", text_model: str | None = None, **overrides: Any
+    ) -> ModelEncoder:
         """For indexing: the checkpoint's own preprocessing unless `overrides` (crop=...) say otherwise."""
-        model = load_model(checkpoint)
+        model = load_model(checkpoint, text_model)
         settings = {**model.config.preprocess, **{k: v for k, v in overrides.items() if v is not None}}
         config = PreprocessConfig(image_size=model.config.image_size, **settings)
         return cls(model, config, cache_dir, device)
 
     @classmethod
-    def for_catalog(cls, checkpoint: Path, preprocess: Mapping[str, Any], device: str = "auto") -> ModelEncoder:
+    def for_catalog(
+        cls, checkpoint: Path, preprocess: Mapping[str, Any], device: str = "auto", text_model: str | None = None
+    ) -> ModelEncoder:
         """For querying: exactly the preprocessing the catalog was encoded with."""
-        model = load_model(checkpoint)
+        model = load_model(checkpoint, text_model)
         return cls(model, PreprocessConfig(**preprocess), device=device)
 
     def encode_catalog(self, paths: Mapping[str, Path], batch_size: int = 64) -> np.ndarray:

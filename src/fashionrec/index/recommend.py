@@ -61,14 +61,20 @@ class Recommender:
 
     @classmethod
     def open(
-        cls, checkpoint: Path, index_dir: Path, limits: ImageLimits = DEFAULT_LIMITS, device: str = "auto"
+        cls,
+        checkpoint: Path,
+        index_dir: Path,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        device: str = "auto",
+        text_model: str | None = None,
     ) -> Recommender:
-        """Load the index first (cheap, and most likely to be wrong), then the model."""
+        """Load the index first (cheap, and most likely to be wrong), then the model (`text_model`: where
+        bert-base-uncased's vocabulary is, for the original system's checkpoints)."""
         from fashionrec.index.model_encoder import ModelEncoder
 
         catalog = Catalog.open(index_dir)
         try:
-            encoder = ModelEncoder.for_catalog(checkpoint, catalog.manifest.preprocess["config"], device)
+            encoder = ModelEncoder.for_catalog(checkpoint, catalog.manifest.preprocess["config"], device, text_model)
             return cls(encoder, catalog, limits)
         except BaseException:
             catalog.close()
@@ -140,6 +146,7 @@ def recommend(
     *,
     item_id: str | None = None,
     category: str | None = None,
+    text_model: str | None = None,
 ) -> list[Match]:
     """One query from files on disk (what `fashionrec recommend` and the demo run): the reference is the
     image file `image` or the catalog item `item_id`."""
@@ -150,7 +157,7 @@ def recommend(
             data = Path(image).read_bytes()
         except OSError as e:
             raise UserError(f"cannot read the reference image {image}: {e.strerror}") from e
-    recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device)
+    recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device, text_model=text_model)
     try:
         return recommender.recommend(data, text, k, item_id=item_id, category=category)
     finally:

@@ -28,13 +28,19 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def serve(
-    checkpoint: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", threads: int = 1
+    checkpoint: Path,
+    index_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "auto",
+    threads: int = 1,
+    text_model: str | None = None,
 ) -> None:
     import uvicorn
 
     set_cpu_threads(threads)
     return_freed_memory()
-    recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device)
+    recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device, text_model=text_model)
     try:
         print(f"serving {len(recommender.catalog)} items on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
         uvicorn.Server(uvicorn_config(create_app(recommender), host, port)).run()
