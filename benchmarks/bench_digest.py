@@ -5,8 +5,8 @@ paper presets' sizes (weights + AdamW's two moments, as a training checkpoint ho
 
 "plain" is what a checkpoint cost before the digest: an atomic `torch.save` and a weights-only
 `torch.load`. "digest" is `checkpoint_format.write` (the digest over every tensor, then the same atomic
-save) and `checkpoint_format.read` (the same load, then the digest recomputed and compared). Rounds
-alternate the variants; medians are printed."""
+save) and `checkpoint_format.read` (the same load, then the digest recomputed and compared); "digest only"
+is the sha256 pass alone. Rounds alternate the variants; medians are printed."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def main() -> None:
                     "save digest": seconds(lambda s=state: checkpoint_format.write(digest, s)),
                     "load plain": seconds(lambda: torch.load(plain, map_location="cpu", weights_only=True)),
                     "load digest": seconds(lambda: checkpoint_format.read(digest, note=lambda _: None)),
+                    "digest only": seconds(lambda s=state: checkpoint_format.content_digest(s)),
                 },
                 args.rounds,
             )

@@ -11,4 +11,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 bash scripts/setup_env.sh serve,qdrant,landmarks,test
 venv/bin/ruff check src tests benchmarks
+# One torch thread per process: on a small shared machine two OpenMP threads are often several times slower.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec venv/bin/python -m pytest tests "$@"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("claims", ROOT / "scripts" / "claims.py")
 claims = importlib.util.module_from_spec(spec)
+sys.modules["claims"] = claims
 spec.loader.exec_module(claims)
 
 

@@ -115,7 +115,7 @@ PATH_FILE = Option(
     help="annotations folder: captions/ and image_splits/ (FashionIQ), or train.json/val.json (original system)",
     metavar="DIR",
 )
-PATH_FOLDER = Option("--path-folder", help="images folder: <id>.jpg|png|jpeg", metavar="DIR")
+PATH_FOLDER = Option("--path-folder", help="images folder: <id>.jpg|png|jpeg|webp", metavar="DIR")
 CATEGORIES = Option(
     "--categories",
     help="comma-separated categories, e.g. dress,shirt (default: every category the annotations have)",

@@ -1,4 +1,5 @@
-"""`fashionrec demo --serve` on a small demo: recalls next to chance, the expected item's rank, then the page."""
+"""`fashionrec demo --serve` on a small demo: the resume checked bit-identical, recalls next to chance, the right
+answers' ranks among the catalog's dresses, then the page."""
 
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def test_demo_ends_by_serving_its_catalog(tmp_path: Path) -> None:
         demo.wait(timeout=60)
     text = log.read_text()
     assert "chance level (a random ranking; galleries of [8] images): dress R@10 100.0 R@50 100.0" in text
-    assert "--item D000012" in text and "--category dress" in text  # the first val dress, among dresses
-    assert "the right answer D0000" in text and "among the catalog's dresses" in text
+    assert "resumed run vs uninterrupted run: bit-identical (weights, optimizer state, histories)" in text
+    assert "catalog ranks of the right answers of all 8 dress validation queries, among the catalog's dresses" in text
+    assert "--item D0000" in text and "--category dress" in text  # a catalog dress, among dresses
     assert f"== 8. serve the demo catalog: open http://127.0.0.1:{port}/" in text
     assert categories == {"categories": [{"name": n, "items": 20} for n in ("dress", "shirt", "toptee")]}
 

@@ -14,7 +14,8 @@ from fashionrec.data.fashioniq import CategorySplit, load_split
 from fashionrec.errors import UserError
 
 # An id resolves to the first of these that exists (the order settles an id present twice).
-IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg")
+# (Catalog folders for the index accept the same files.)
+IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg", ".webp")
 
 
 def check_images_folder(folder: str | Path) -> Path:
@@ -102,7 +103,9 @@ def image_paths(splits: Iterable[CategorySplit], folder: str | Path) -> dict[str
     found = resolve_images(folder, needed)
     absent = [i for i in needed if i not in found]
     if absent:
-        raise UserError(f"{len(absent)} images missing from {Path(folder)}, e.g. {absent[0]}.jpg/.png/.jpeg")
+        raise UserError(
+            f"{len(absent)} images missing from {Path(folder)}, e.g. {absent[0]} ({'/'.join(IMAGE_EXTENSIONS)})"
+        )
     return found
 
 

@@ -14,7 +14,6 @@ from PIL import Image, ImageOps
 from fashionrec.errors import UserError
 
 FORMATS = ("JPEG", "PNG", "WEBP")
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 # A large upload is decoded (JPEG) or shrunk right after decoding (PNG, WebP) to about this many pixels
 # on its shorter side: over four times the model's 224 px input, so crops keep their detail.
 DECODE_SIDE = 1024

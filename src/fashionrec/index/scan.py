@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from fashionrec.data.images import IMAGE_EXTENSIONS
 from fashionrec.errors import UserError
-from fashionrec.index.images import EXTENSIONS
 
 
 def scan_images(root: Path, skip: Path | None = None) -> dict[str, Path]:
@@ -23,7 +23,7 @@ def scan_images(root: Path, skip: Path | None = None) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if path.suffix.lower() not in EXTENSIONS or any(part.startswith(".") for part in rel.parts):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or any(part.startswith(".") for part in rel.parts):
             continue
         if (skip is not None and path.resolve().is_relative_to(skip)) or not path.is_file():
             continue
