@@ -155,9 +155,9 @@ def test_pose_points_map_to_fourteen_with_mask() -> None:
     assert mask.sum() == 12
 
 
-def test_mediapipe_landmarks_on_a_person() -> None:
-    pytest.importorskip("mediapipe")
-    data = pytest.importorskip("skimage.data")
+def test_mediapipe_landmarks_on_a_person(require) -> None:
+    require("mediapipe")
+    data = require("skimage.data")
     out = Preprocessor(PreprocessConfig(image_size=64, crop="none", landmarks="mediapipe")).process(
         Image.fromarray(data.astronaut())
     )
@@ -170,8 +170,8 @@ def test_mediapipe_landmarks_on_a_person() -> None:
     assert ((out.landmarks >= 0) & (out.landmarks <= 1)).all()
 
 
-def test_mediapipe_without_a_person_marks_nothing_valid() -> None:
-    pytest.importorskip("mediapipe")
+def test_mediapipe_without_a_person_marks_nothing_valid(require) -> None:
+    require("mediapipe")
     out = Preprocessor(PreprocessConfig(image_size=32, landmarks="mediapipe")).process(garment_photo())
     assert not out.landmark_mask.any() and not out.landmarks.any()
 
