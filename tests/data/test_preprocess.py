@@ -119,7 +119,10 @@ def test_yolo_without_ultralytics(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         Preprocessor(PreprocessConfig(crop="yolo", yolo_weights=str(tmp_path / "w.pt")))
 
 
-def test_yolo_box_is_the_most_confident_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yolo_box_is_the_most_confident_detection_of_a_stand_in_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-written stand-in for `ultralytics.YOLO` (tests/data/test_yolo_crop.py runs the real one)."""
     (tmp_path / "w.pt").write_bytes(b"weights")
     loaded = []
 
