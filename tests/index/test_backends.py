@@ -10,30 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rec_fixtures import unit
+from rec_fixtures import brute_force, labels, members, unit
 
 from fashionrec.index.backends import new_backend, open_backend
 from fashionrec.index.faiss_backend import FaissBackend
-
-
-def brute_force(
-    vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, exclude: set[str] = frozenset(), among=None
-) -> list[str]:
-    order = np.argsort(-(vectors @ query), kind="stable")
-    return [ids[r] for r in order if ids[r] not in exclude and (among is None or ids[r] in among)][:k]
-
-
-def labels(ids: list[str]) -> list[tuple[str, ...]]:
-    """Three categories of unequal size; every seventh item is in two of them (as FashionIQ's shirts/tops)."""
-    names = ["dress", "shirt", "shirt", "toptee", "toptee", "toptee"]
-    return [
-        (names[i % 6], "toptee") if i % 7 == 0 and names[i % 6] != "toptee" else (names[i % 6],)
-        for i in range(len(ids))
-    ]
-
-
-def members(ids: list[str], categories: list[tuple[str, ...]], name: str) -> set[str]:
-    return {i for i, names in zip(ids, categories, strict=True) if name in names}
 
 
 @pytest.fixture
