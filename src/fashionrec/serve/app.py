@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
+import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -158,7 +159,8 @@ def create_app(service: RecommendService) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", **service.health(), "max_page": MAX_PAGE}
+        # `threads`: the OpenMP threads torch's CPU kernels use in this process (what `--threads` set).
+        return {"status": "ok", **service.health(), "max_page": MAX_PAGE, "threads": torch.get_num_threads()}
 
     @app.get("/categories", response_model=Categories)
     async def categories() -> dict[str, Any]:
