@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from fashionrec.errors import UserError
+from fashionrec.options import DEFAULT_DEVICE
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """`auto` is this process's GPU when CUDA works, else the CPU; a CUDA device on a machine without
     CUDA is a user error, not a crash at the first tensor."""
-    if name == "auto":
+    if name == DEFAULT_DEVICE:
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)

@@ -15,6 +15,7 @@ from typing import Any
 from fashionrec.errors import UserError
 
 DEFAULT_CACHE_DIR = "cache"
+DEFAULT_DEVICE = "auto"  # this process's GPU when CUDA works, else the CPU
 
 
 def _number(cast: Callable[[str], Any], text: str) -> Any:
@@ -133,7 +134,7 @@ VOCAB = Option(
 CACHE_DIR = Option("--cache-dir", default=DEFAULT_CACHE_DIR, help="preprocessing cache folder", metavar="DIR")
 
 # ---- compute --------------------------------------------------------------------------------------------
-DEVICE = Option("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+DEVICE = Option("--device", default=DEFAULT_DEVICE, help="auto, cpu, cuda or cuda:N")
 BATCH = Option(
     "--batch",
     default=64,

@@ -19,7 +19,7 @@ from fashionrec.index.backends import new_backend
 from fashionrec.index.encoder import Encoder
 from fashionrec.index.manifest import MANIFEST, Item, Manifest, load_manifest
 from fashionrec.index.scan import file_sha256, scan_images
-from fashionrec.options import DEFAULT_CACHE_DIR
+from fashionrec.options import DEFAULT_CACHE_DIR, DEFAULT_DEVICE
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def build_index(
     rebuild: bool = False,
     batch_size: int = 64,
     cache_dir: Path = Path(DEFAULT_CACHE_DIR),
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     encoder: Encoder | None = None,
     categories: Mapping[str, tuple[str, ...]] | None = None,
     text_model: str | None = None,

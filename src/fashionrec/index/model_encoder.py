@@ -20,6 +20,7 @@ from fashionrec.data.cache import ImageCache
 from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
 from fashionrec.device import resolve_device
 from fashionrec.model import FashionModel, load_model
+from fashionrec.options import DEFAULT_DEVICE
 
 Query = tuple[PreprocessedImage, list[int], list[int]]
 
@@ -44,7 +45,11 @@ class ModelEncoder:
     same `Preprocessor` one at a time."""
 
     def __init__(
-        self, model: FashionModel, preprocess: PreprocessConfig, cache_dir: Path | None = None, device: str = "auto"
+        self,
+        model: FashionModel,
+        preprocess: PreprocessConfig,
+        cache_dir: Path | None = None,
+        device: str = DEFAULT_DEVICE,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -62,7 +67,12 @@ class ModelEncoder:
 
     @classmethod
     def load(
-        cls, checkpoint: Path, cache_dir: Path, device: str = "auto", text_model: str | None = None, **overrides: Any
+        cls,
+        checkpoint: Path,
+        cache_dir: Path,
+        device: str = DEFAULT_DEVICE,
+        text_model: str | None = None,
+        **overrides: Any,
     ) -> ModelEncoder:
         """For indexing: the checkpoint's own preprocessing unless `overrides` (crop=...) say otherwise."""
         model = load_model(checkpoint, text_model)
@@ -72,7 +82,11 @@ class ModelEncoder:
 
     @classmethod
     def for_catalog(
-        cls, checkpoint: Path, preprocess: Mapping[str, Any], device: str = "auto", text_model: str | None = None
+        cls,
+        checkpoint: Path,
+        preprocess: Mapping[str, Any],
+        device: str = DEFAULT_DEVICE,
+        text_model: str | None = None,
     ) -> ModelEncoder:
         """For querying: exactly the preprocessing the catalog was encoded with."""
         model = load_model(checkpoint, text_model)

@@ -15,6 +15,7 @@ from fashionrec.index.catalog import Catalog, UnknownItem
 from fashionrec.index.encoder import Encoder
 from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits, decode_image
 from fashionrec.index.manifest import Item
+from fashionrec.options import DEFAULT_DEVICE
 
 MAX_K = 100
 MAX_TEXT_CHARS = 500
@@ -65,7 +66,7 @@ class Recommender:
         checkpoint: Path,
         index_dir: Path,
         limits: ImageLimits = DEFAULT_LIMITS,
-        device: str = "auto",
+        device: str = DEFAULT_DEVICE,
         text_model: str | None = None,
     ) -> Recommender:
         """Load the index first (cheap, and most likely to be wrong), then the model (`text_model`: where
@@ -142,7 +143,7 @@ def recommend(
     image: Path | None,
     text: str,
     k: int = 10,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     *,
     item_id: str | None = None,
     category: str | None = None,

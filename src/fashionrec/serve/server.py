@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp
 
 from fashionrec.index.recommend import Recommender
+from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.serve.app import create_app
 from fashionrec.serve.inflight import InFlightLimit
 from fashionrec.serve.protocol import HeadTimeoutProtocol
@@ -32,7 +33,7 @@ def serve(
     index_dir: Path,
     host: str = "127.0.0.1",
     port: int = 8000,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     threads: int = 1,
     text_model: str | None = None,
 ) -> None:

@@ -15,6 +15,7 @@ from fashionrec.errors import UserError
 from fashionrec.model import create_model
 from fashionrec.model.checkpoint_format import Checkpoint, load_state_strict
 from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.train import distributed
 from fashionrec.train.checkpoint import RESUME_PREFIX, TRAIN_PREFIX, CheckpointManager, load_checkpoint
 from fashionrec.train.data import TrainingData, build_cache, load_training_data
@@ -131,7 +132,7 @@ def _model_for_resume(ckpt: Checkpoint, cfg: TrainConfig, train_texts: list[str]
 def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     """Continue the run of `checkpoint` (a file, or a folder: its newest valid file) with the settings the
     user gave on the command line (`explicit`) over the checkpoint's own."""
-    dist = distributed.setup(explicit.get("device", "auto"))
+    dist = distributed.setup(explicit.get("device", DEFAULT_DEVICE))
     say = dist.printer()
     ckpt = load_checkpoint(checkpoint, say, explicit.get("text_model"))
     saved = Saved.from_checkpoint(ckpt)
