@@ -52,6 +52,7 @@ def test_oom_in_backward_halves_the_micro_batch_and_says_the_negatives_shrink(sm
 
 def test_oom_with_accumulate_negatives_leaves_the_loss_and_the_step_unchanged(small_data, cache_dir):
     cfg = small_config(small_data, cache_dir, accumulate_negatives=True, gradient_accumulation=1)
+    torch.manual_seed(0)  # the same weights whatever ran before in this process
     model = tiny_model(cfg, dropout=0.0)  # the same micro-batch at another size: dropout masks would differ
     messages: list[str] = []
     failing = fp16_with_scaler(make_trainer(cfg, model, messages.append))
@@ -70,11 +71,11 @@ def test_oom_with_accumulate_negatives_leaves_the_loss_and_the_step_unchanged(sm
     assert passed == [4, 4, 4, 4]  # the retry: two micro-batches of 4, reference and target pass each
     assert loss_after_oom == pytest.approx(loss, rel=1e-6)
     assert failing.scaler.get_scale() == clean.scaler.get_scale() == 2.0**8  # no overflow: the step was taken
-    # Equal up to float16 rounding (the halves' products are summed in another order): within 1% of each
-    # tensor's largest entry, where plain accumulation's other objective moves them by more than 10%
-    # (test_accumulate.py).
+    # Equal up to float16 rounding (the halves' products are summed in another order): within 2% of each
+    # tensor's largest entry (a small tensor's rounding steps come close to 1%), where plain accumulation's
+    # other objective moves them by more than 10% (test_accumulate.py).
     for a, b in zip(gradients[id(failing)], gradients[id(clean)], strict=True):
-        assert (a - b).abs().max() <= 1e-2 * b.abs().max()
+        assert (a - b).abs().max() <= 2e-2 * b.abs().max()
     assert messages == [
         "CUDA out of memory at micro-batch 8: continuing with micro-batch 4 and 2x the accumulation (the same "
         "samples per optimizer step); the objective is unchanged: with --accumulate-negatives every query is "
