@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fashionrec.errors import UserError
@@ -79,7 +79,6 @@ class Option:
     switch: bool = False  # a --flag/--no-flag boolean
     metavar: str | None = None
     hidden_aliases: tuple[str, ...] = ()  # old spellings kept working, not shown in --help
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dest(self) -> str:
@@ -90,7 +89,7 @@ class Option:
 
     def add_to(self, parser: argparse.ArgumentParser, *, show_default: bool = True, **overrides: Any) -> None:
         """`overrides` replace argparse keywords (e.g. default=None for resume, required=True)."""
-        kw: dict[str, Any] = {"dest": self.dest, "default": self.default, **self.extra}
+        kw: dict[str, Any] = {"dest": self.dest, "default": self.default}
         if self.switch:
             kw["action"] = argparse.BooleanOptionalAction
         else:

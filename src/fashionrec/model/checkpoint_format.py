@@ -200,10 +200,6 @@ class Checkpoint:
     data: Mapping[str, Any]
 
     @property
-    def version(self) -> int:
-        return int(self.data.get("format_version", 0))
-
-    @property
     def is_original(self) -> bool:
         """Weights and training state without the architecture (saved without settings): the user names the
         preset. (The original public system's files are converted on reading and carry their own.)"""
