@@ -5,6 +5,7 @@ format ultralytics returns, the most confident one chosen, and the whole image w
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -14,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fashionrec.data.crop import WHOLE_IMAGE, YoloBoxer
+from fashionrec.data.crop import WHOLE_IMAGE, YoloBoxer, import_ultralytics
 from fashionrec.data.preprocess import PreprocessConfig, Preprocessor
 
 
@@ -24,7 +25,9 @@ def ultralytics(require: Callable[[str], ModuleType], tmp_path_factory: pytest.T
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("YOLO_CONFIG_DIR", str(settings))  # its settings file goes here, not in $HOME
         patch.setenv("YOLO_OFFLINE", "1")
-        return require("ultralytics")
+        if importlib.util.find_spec("ultralytics") is None:
+            require("ultralytics")  # skips here, fails in CI
+        return import_ultralytics()  # not `import ultralytics`: that would leave PIL patched (see crop.py)
 
 
 def detector(ultralytics: ModuleType, out: Path, class_bias: float) -> Path:
@@ -83,3 +86,15 @@ def test_a_file_that_is_not_yolo_weights_is_a_user_error(ultralytics: ModuleType
     (tmp_path / "w.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match=f"cannot load YOLO weights {tmp_path / 'w.pt'}"):
         YoloBoxer(tmp_path / "w.pt")
+
+
+def test_loading_a_detector_leaves_pillow_as_it_was(ultralytics: ModuleType, tmp_path: Path) -> None:
+    """ultralytics patches `Image.open` globally on import; decoding a bad upload must still be a plain 400."""
+    from fashionrec.errors import UserError
+    from fashionrec.index.images import DEFAULT_LIMITS, decode_image
+
+    pil_open = Image.open
+    YoloBoxer(detector(ultralytics, tmp_path / "d.pt", class_bias=0.0))
+    assert Image.open is pil_open
+    with pytest.raises(UserError, match="not a JPEG, PNG or WebP"):
+        decode_image(b"hello, this is text", DEFAULT_LIMITS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
@@ -54,6 +55,20 @@ def _channel_max(values: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(values[..., 0], values[..., 1]), values[..., 2])
 
 
+def import_ultralytics() -> ModuleType:
+    """ultralytics, without its global patch of `PIL.Image.open`: on import it replaces Pillow's `open` with
+    one that, on the first file Pillow cannot identify, tries to pip-install a HEIF plugin. A server with
+    `--crop yolo` would then answer a bad upload with a network install (or a 500) instead of a 400."""
+    pil_open = Image.open
+    try:
+        import ultralytics
+    except ImportError:
+        raise UserError("--crop yolo needs ultralytics: pip install 'fashionrec[yolo]'") from None
+    finally:
+        Image.open = pil_open
+    return ultralytics
+
+
 class YoloBoxer:
     """The `yolo` backend: the most confident box of a user-supplied ultralytics detector."""
 
@@ -61,12 +76,9 @@ class YoloBoxer:
         path = Path(weights)
         if not path.is_file():
             raise UserError(f"YOLO weights file not found: {path}")
+        ultralytics = import_ultralytics()
         try:
-            from ultralytics import YOLO
-        except ImportError:
-            raise UserError("--crop yolo needs ultralytics: pip install 'fashionrec[yolo]'") from None
-        try:
-            self._model = YOLO(str(path))
+            self._model = ultralytics.YOLO(str(path))
         except Exception as e:  # ultralytics raises many kinds for a bad file; the user needs the path
             raise UserError(f"cannot load YOLO weights {path}: {e}") from None
 
