@@ -46,13 +46,13 @@ def resume_events(directory: Path) -> list[dict]:
 
 
 def test_more_epochs_extend_the_schedule_smoothly(start, train_args, capsys):
-    lr_before = load(start)["optimizer_state_dict"]["param_groups"][0]["lr"]
     assert run_main(capsys, "resume", "--checkpoint", str(start), *train_args, "--epochs", "4")[0] == 0
     final = load(final_checkpoint(start.parent, "resumed"))
     assert final["epoch"] == 4 and len(final["train_losses"]) == 4 and len(final["val_recalls"]) == 4
     event = resume_events(start.parent)[0]
     assert event["schedule"]["kind"] == "continuation"
-    assert event["lr"] == pytest.approx(lr_before)  # no jump at the resume point
+    # No jump: the finished run's last step used OneCycle's final LR, and the extension starts there.
+    assert event["lr"] == pytest.approx(3e-4 / (25 * 1e4), rel=1e-12) == event["schedule"]["start_lr"]
     assert final["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(event["schedule"]["end_lr"])
 
 

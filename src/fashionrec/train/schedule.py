@@ -97,6 +97,12 @@ def peak_lr(spec: dict[str, Any]) -> float:
     return spec["max_lr"] if spec["kind"] == "onecycle" else spec["peak_lr"]
 
 
+def final_lr(spec: dict[str, Any]) -> float:
+    """The LR of the schedule's last step. Past it, the optimizer may hold another value (OneCycleLR's
+    formula runs on after its last step), which is never used."""
+    return spec["max_lr"] / (DIV_FACTOR * FINAL_DIV_FACTOR) if spec["kind"] == "onecycle" else spec["end_lr"]
+
+
 def current_lr(optimizer: Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
