@@ -10,7 +10,11 @@ What is compared to what:
 - Sharded validation gives the single-process metric of the same checkpoint.
 - A DDP run resumed from a mid-epoch checkpoint, or stopped with SIGTERM and resumed, ends bit-identical to
   the uninterrupted DDP run (dropout on: each rank's RNG state travels in the checkpoint).
-- A crashing or hung rank ends the whole job with a non-zero exit and the rank's error, instead of a hang.
+  Those runs train on 35 triplets, so the sampler pads each epoch with a repeated item.
+- SIGTERM makes every rank exit with 143 (each rank's own exit status, read through rank_exit_status.py).
+- A crashing or hung rank ends the whole job with a non-zero exit and the rank's error, instead of a hang;
+  rank 0's slow work may outlast the collective timeout, and a rank 0 stuck for good still ends the job
+  after FASHIONREC_DIST_WAIT_TIMEOUT_S.
 
 Run as a script: `python -m torch.distributed.run ... test_distributed.py OPTIONS_JSON CLI_ARGS...`.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +47,7 @@ from fashionrec.model.fashionvlp import FashionVLP
 from fashionrec.model.hub import load_model
 from fashionrec.model.tokenizer import TextTokenizer
 from fashionrec.train import main as train_main
+from fashionrec.train.checkpoint import CheckpointManager
 from fashionrec.train.data import build_cache, load_training_data
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.trainer import Trainer
@@ -49,7 +55,9 @@ from fashionrec.train.trainer import Trainer
 pytestmark = pytest.mark.slow  # starts real processes
 
 TRAIN_TRIPLETS = 36  # even: no DistributedSampler padding; 18 per rank = batches of 4, 4, 4, 4, 2
+PADDED_TRIPLETS = 35  # odd: rank 1's shard ends with the permutation's first item again
 BATCH = 4
+EXIT_STATUS = Path(__file__).with_name("rank_exit_status.py")
 
 
 # ---- the torchrun entry point: the real CLI with test-only changes -------------------------------------
@@ -89,17 +97,39 @@ def _instrumented_step(options: dict[str, Any]) -> Callable[[Trainer, list], lis
     return step
 
 
+def _slow_rank0(seconds: float, original: Callable) -> Callable:
+    """`original`, after `seconds` of sleep on rank 0 (for good, SIGTERM ending it, when `seconds` < 0)."""
+
+    def slow(*args: Any, **kw: Any) -> Any:
+        if os.environ.get("RANK") == "0":
+            if seconds < 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                time.sleep(3600)
+            time.sleep(seconds)
+        return original(*args, **kw)
+
+    return slow
+
+
 @contextlib.contextmanager
 def harness(options: dict[str, Any]) -> Iterator[None]:
     """`model`: build this config and tokenizer (a JSON file) instead of a new model, or `model_rank<r>` on
     rank r; `losses`: rank 0 appends each step's losses (the mean over ranks) as a JSON line; `fault`
     ("crash" | "hang") on `fault_rank` at `fault_step`; `oom_rank`: that rank's back-propagation runs out of
-    memory in micro-batches above `oom_above` samples (train_helpers.oom_in_backward)."""
+    memory in micro-batches above `oom_above` samples (train_helpers.oom_in_backward); `slow_cache_s`: rank 0
+    builds the cache that many seconds late; `stuck_saving`: rank 0 never finishes writing the first epoch's
+    checkpoint."""
     with contextlib.ExitStack() as stack:
         if options.get("model"):
             pinned = _pinned_model(options)
             stack.enter_context(mock.patch.object(train_main, "create_model", pinned))
         stack.enter_context(mock.patch.object(Trainer, "step", _instrumented_step(options)))
+        if options.get("slow_cache_s"):
+            slow = _slow_rank0(options["slow_cache_s"], train_main.build_cache)
+            stack.enter_context(mock.patch.object(train_main, "build_cache", slow))
+        if options.get("stuck_saving"):
+            stuck = _slow_rank0(-1, CheckpointManager.save_epoch)
+            stack.enter_context(mock.patch.object(CheckpointManager, "save_epoch", stuck))
         yield
 
 
@@ -111,6 +141,21 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     captions = root / "captions" / "cap.dress.train.json"
     captions.write_text(json.dumps(json.loads(captions.read_text())[:TRAIN_TRIPLETS]))
     return root
+
+
+@pytest.fixture(scope="module")
+def padded_data(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same data with 35 training triplets: 2 ranks get 18 each, one of them a repeat."""
+    root = tmp_path_factory.mktemp("ddp_padded") / "data"
+    shutil.copytree(data, root)
+    captions = root / "captions" / "cap.dress.train.json"
+    captions.write_text(json.dumps(json.loads(captions.read_text())[:PADDED_TRIPLETS]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def padded_args(cli_args: list[str], data: Path, padded_data: Path) -> list[str]:
+    return [a.replace(str(data), str(padded_data)) for a in cli_args]
 
 
 @pytest.fixture(scope="module")
@@ -242,10 +287,11 @@ def reference_args(cli_args: list[str], out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ddp_reference(cli_args, tmp_path_factory) -> Path:
-    """The uninterrupted run of the unchanged CLI (dropout on), a checkpoint after every step."""
+def ddp_reference(padded_args, tmp_path_factory) -> Path:
+    """The uninterrupted run of the unchanged CLI (dropout on) on the padded data, a checkpoint after every
+    step."""
     out = tmp_path_factory.mktemp("ddp_reference")
-    ok(torchrun("-m", "fashionrec", *reference_args(cli_args, out)))
+    ok(torchrun("-m", "fashionrec", *reference_args(padded_args, out)))
     return out
 
 
@@ -316,35 +362,42 @@ def test_ddp_checkpoint_holds_every_ranks_rng_state_and_sampler_position(ddp_ref
     assert (ckpt["epoch"], ckpt["samples_in_epoch"], ckpt["data_order"]["samples_in_epoch"]) == (0, 8, 8)
 
 
-def test_ddp_run_resumed_mid_epoch_is_bit_identical_to_the_uninterrupted_run(ddp_reference, cli_args, tmp_path):
+def test_ddp_run_resumed_mid_epoch_is_bit_identical_to_the_uninterrupted_run(ddp_reference, padded_args, tmp_path):
     start = ddp_reference / "optimized_model_epoch_1_step_1.pt"
     proc = ok(
-        torchrun("-m", "fashionrec", "resume", "--checkpoint", str(start), *cli_args, "--output-dir", str(tmp_path))
+        torchrun("-m", "fashionrec", "resume", "--checkpoint", str(start), *padded_args, "--output-dir", str(tmp_path))
     )
     assert "8 samples into epoch 1" in proc.stdout and "warning" not in proc.stdout
     assert_same_training(final_checkpoint(ddp_reference), final_checkpoint(tmp_path))
 
 
-def test_sigterm_stops_every_rank_after_one_step_and_resume_is_bit_identical(ddp_reference, cli_args, tmp_path):
-    """torchrun passes SIGTERM on to every rank; they agree on the step to stop after, rank 0 saves it."""
-    with spawn("-m", "fashionrec", *reference_args(cli_args, tmp_path)) as proc:
-        first_step, deadline = tmp_path / "optimized_model_epoch_1_step_1.pt", time.monotonic() + 180
+def test_sigterm_makes_every_rank_exit_143_after_one_step_and_resume_is_bit_identical(
+    ddp_reference, padded_args, tmp_path
+):
+    """torchrun passes SIGTERM on to every rank; they agree on the step to stop after, rank 0 saves it, and
+    each rank's own process exits with 143."""
+    statuses = tmp_path / "exit"
+    statuses.mkdir()
+    out_dir = tmp_path / "run"
+    with spawn(str(EXIT_STATUS), str(statuses), *reference_args(padded_args, out_dir)) as proc:
+        first_step, deadline = out_dir / "optimized_model_epoch_1_step_1.pt", time.monotonic() + 180
         while not first_step.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         out = finish(proc, 120)
     assert "received signal 15" in out and "stopped in epoch" in out, out[-3000:]
-    assert not list(tmp_path.glob("final_*.pt"))
-    ok(torchrun("-m", "fashionrec", "resume", "--checkpoint", str(tmp_path), *cli_args))
-    assert_same_training(final_checkpoint(ddp_reference), final_checkpoint(tmp_path))
+    assert {p.name: p.read_text() for p in statuses.iterdir()} == {"rank0.exit": "143", "rank1.exit": "143"}
+    assert not list(out_dir.glob("final_*.pt"))
+    ok(torchrun("-m", "fashionrec", "resume", "--checkpoint", str(out_dir), *padded_args))
+    assert_same_training(final_checkpoint(ddp_reference), final_checkpoint(out_dir))
 
 
 def test_resume_on_another_world_size_warns_that_data_order_changes(
-    ddp_reference, cli_args, tmp_path, capsys, one_thread
+    ddp_reference, padded_args, tmp_path, capsys, one_thread
 ):
     start = ddp_reference / "optimized_model_epoch_1_step_2.pt"
     code = main(
-        ["resume", "--checkpoint", str(start), *cli_args, "--output-dir", str(tmp_path), "--stop-after-epochs", "1"]
+        ["resume", "--checkpoint", str(start), *padded_args, "--output-dir", str(tmp_path), "--stop-after-epochs", "1"]
     )
     out = capsys.readouterr().out
     assert code == 0
@@ -417,6 +470,23 @@ def test_oom_where_the_ranks_cannot_retry_together_stops_the_job_with_what_to_ch
     assert proc.returncode != 0
     assert "error: out of memory on rank 1 in a micro-batch of 4" in proc.stdout, proc.stdout[-3000:]
     assert "the job stops. Restart or resume with --batch 2" in proc.stdout
+    assert time.monotonic() - start < 150
+
+
+def test_rank0_slow_work_outlasts_the_collective_timeout_and_a_stuck_rank0_ends_the_job(cli_args, tmp_path):
+    """Rank 0 builds the cache 8 s late while rank 1 waits (the collective timeout is 3 s): training goes
+    on. Then rank 0 never finishes writing the first checkpoint: rank 1 gives up after the 15 s wait
+    timeout and the job ends."""
+    losses = tmp_path / "losses.jsonl"
+    options = {"slow_cache_s": 8, "stuck_saving": True, "losses": str(losses)}
+    args = ["train", *cli_args, "--batch", str(BATCH), "--epochs", "2", "--output-dir", str(tmp_path)]
+    env = {"FASHIONREC_DIST_TIMEOUT_S": "3", "FASHIONREC_DIST_WAIT_TIMEOUT_S": "15"}
+    start = time.monotonic()
+    proc = run_harness(options, args, env=env, timeout=180)
+    assert proc.returncode != 0
+    assert len(read_losses(losses)) == 5  # the whole first epoch trained after the late cache
+    assert "[rank1]:" in proc.stdout and "timed out" in proc.stdout.lower(), proc.stdout[-3000:]
+    assert not list(tmp_path.glob("*.pt"))
     assert time.monotonic() - start < 150
 
 

@@ -12,18 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-from train_helpers import assert_same_training, final_checkpoint, load, run_cli
+from train_helpers import assert_same_training, final_checkpoint, load, run_cli, run_main
 
-pytestmark = pytest.mark.slow  # starts real processes
+from fashionrec.cli.main import main
 
 EPOCHS = "3"
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, train_args) -> Path:
-    """One uninterrupted 3-epoch run: the bits every interrupted run must reproduce."""
+    """One uninterrupted 3-epoch run (in-process): the bits every interrupted run must reproduce."""
     out = tmp_path_factory.mktemp("reference")
-    run_cli("train", *train_args, "--epochs", EPOCHS, "--output-dir", str(out))
+    assert main(["train", *train_args, "--epochs", EPOCHS, "--output-dir", str(out)]) == 0
     return out
 
 
@@ -31,13 +31,16 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_stop_after_k_epochs_then_resume_is_bit_identical(reference, train_args, tmp_path):
-    run_cli("train", *train_args, "--epochs", EPOCHS, "--stop-after-epochs", "1", "--output-dir", str(tmp_path))
+def test_stop_after_k_epochs_then_resume_is_bit_identical(reference, train_args, tmp_path, capsys):
+    args = ["train", *train_args, "--epochs", EPOCHS, "--stop-after-epochs", "1", "--output-dir", str(tmp_path)]
+    assert main(args) == 0
     start = tmp_path / next(p.name for p in tmp_path.glob("optimized_model_epoch_1_recall_*.pt"))
     before = sha256(start)
     # Flags equal to the checkpoint's own (the LR here) change nothing.
-    out = run_cli("resume", "--checkpoint", str(start), *train_args, "--epochs", EPOCHS, "--lr", "3e-4")
-    assert "resuming from" in out.stdout and "previous best R@10" in out.stdout and "LR" in out.stdout
+    code, out, _ = run_main(
+        capsys, "resume", "--checkpoint", str(start), *train_args, "--epochs", EPOCHS, "--lr", "3e-4"
+    )
+    assert code == 0 and "resuming from" in out and "previous best R@10" in out and "LR" in out
     assert_same_training(final_checkpoint(reference), final_checkpoint(tmp_path))
     assert sha256(start) == before  # the starting checkpoint is never rewritten
     names = {p.name for p in tmp_path.glob("*.pt")}
@@ -50,7 +53,7 @@ def test_stop_after_k_epochs_then_resume_is_bit_identical(reference, train_args,
 
 def test_in_epoch_saves_do_not_perturb_training_and_mid_epoch_resume_is_exact(reference, train_args, tmp_path):
     saved = tmp_path / "saved"
-    run_cli("train", *train_args, "--epochs", EPOCHS, "--save-every-steps", "2", "--output-dir", str(saved))
+    assert main(["train", *train_args, "--epochs", EPOCHS, "--save-every-steps", "2", "--output-dir", str(saved)]) == 0
     assert_same_training(final_checkpoint(reference), final_checkpoint(saved))
     step_file = sorted(saved.glob("optimized_model_epoch_2_step_*.pt"))[0]
     ckpt = load(step_file)
@@ -58,7 +61,7 @@ def test_in_epoch_saves_do_not_perturb_training_and_mid_epoch_resume_is_exact(re
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copy(step_file, resumed / step_file.name)
-    run_cli("resume", "--checkpoint", str(resumed), *train_args)  # folder mode; omitted flags keep the checkpoint's
+    assert main(["resume", "--checkpoint", str(resumed), *train_args]) == 0  # folder mode; omitted flags kept
     assert_same_training(final_checkpoint(reference), final_checkpoint(resumed))
 
 
@@ -93,6 +96,7 @@ def _new(pattern: str, out: Path, count: int = 1):
     return lambda d: len({p.name for p in d.glob(pattern)} - before) >= count
 
 
+@pytest.mark.slow  # kills real processes
 def test_sigkill_at_several_moments_then_resume_is_bit_identical(reference, train_args, tmp_path):
     """Killed mid-epoch, mid-checkpoint-write and right after an epoch's save, stopped by SIGTERM in
     between, each time resumed from the folder: the end result has the uninterrupted run's bits."""

@@ -93,6 +93,17 @@ def test_more_epochs_continue_from_the_current_lr_and_end_at_the_final_lr():
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # annealing only
 
 
+def test_extending_a_finished_run_starts_from_the_lr_of_its_last_step():
+    """After OneCycleLR's last step the optimizer holds a value its formula gives past the end (never used);
+    the continuation starts from the LR the last step used, max_lr / 2.5e5."""
+    saved = saved_run(epoch=4)
+    last_step_lr = lr_after(saved.schedule, saved.global_step - 1)
+    assert last_step_lr == pytest.approx(3e-4 / 2.5e5, rel=1e-12) and saved.lr > 100 * last_step_lr
+    _, _, p = plan(saved, epochs=6)
+    assert p.schedule["start_lr"] == pytest.approx(last_step_lr, rel=1e-12)
+    assert continuation_lr(p.schedule, 0) == pytest.approx(last_step_lr, rel=1e-12)
+
+
 def test_a_resume_inside_the_warm_up_finishes_the_planned_warm_up_first():
     saved = saved_run(epoch=0, global_step=1)
     saved = Saved(**{**saved.__dict__, "lr": lr_after(saved.schedule, 1)})

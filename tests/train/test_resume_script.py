@@ -7,7 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from train_helpers import final_checkpoint, load, run_cli
+from train_helpers import final_checkpoint, load
+
+from fashionrec.cli.main import main
 
 pytestmark = pytest.mark.slow  # starts real processes
 
@@ -36,7 +38,7 @@ def test_usage_and_bad_numbers(tmp_path):
 
 
 def test_resumes_with_the_guide_settings(tmp_path, small_data, cache_dir, train_args):
-    run_cli("train", *train_args, "--epochs", "2", "--stop-after-epochs", "1", "--output-dir", str(tmp_path))
+    assert main(["train", *train_args, "--epochs", "2", "--stop-after-epochs", "1", "--output-dir", str(tmp_path)]) == 0
     start = next(tmp_path.glob("optimized_model_epoch_1_*.pt"))
     out = run_script(str(start), str(small_data), str(small_data / "images"), "8", "2", "--cache-dir", str(cache_dir))
     assert out.returncode == 0, out.stderr[-2000:]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fashionrec.train.schedule import build_scheduler, continuation_lr, continuation_spec, onecycle_spec
+from fashionrec.train.schedule import (
+    build_scheduler,
+    continuation_lr,
+    continuation_spec,
+    onecycle_spec,
+    warmup_end_step,
+)
 
 
 def lrs(spec: dict, steps: int) -> list[float]:
@@ -19,12 +25,21 @@ def lrs(spec: dict, steps: int) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("total", [1, 2, 3, 10, 11, 200])
-def test_onecycle_runs_its_whole_plan_even_when_tiny(total):
+@pytest.mark.parametrize("total", [1, 2, 3, 10, 11, 200, 1000])
+def test_onecycle_warms_up_for_a_tenth_of_the_steps_and_ends_at_max_lr_over_25e4(total):
+    """torch's OneCycleLR semantics: the first step at max_lr / 25, the peak max_lr used by step
+    pct_start x total (a tenth of the run; at least 2 steps on tiny runs), the last step at
+    max_lr / (25 x 1e4)."""
     spec = onecycle_spec(3e-4, total)
-    values = lrs(spec, spec["total_steps"])
-    assert max(values) == pytest.approx(3e-4, rel=0.05)
-    assert values[-1] < values[0]
+    steps = spec["total_steps"]
+    values = lrs(spec, steps)
+    warm = warmup_end_step(spec)
+    assert warm == max(steps // 10, 2) and warm == pytest.approx(spec["pct_start"] * steps)
+    assert values[0] == pytest.approx(3e-4 / 25, rel=1e-12)
+    assert values[warm - 1] == pytest.approx(3e-4, rel=1e-12) and max(values) == values[warm - 1]
+    assert all(a < b for a, b in zip(values[:warm], values[1:warm], strict=False))  # rising to the peak
+    assert all(a >= b for a, b in zip(values[warm - 1 :], values[warm:], strict=False))  # then annealing
+    assert values[-1] == pytest.approx(3e-4 / (25 * 1e4), rel=1e-12)
 
 
 def test_continuation_starts_where_the_run_was_and_ends_at_the_final_lr():

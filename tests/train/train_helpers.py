@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from tokenizers import Tokenizer
 
+from fashionrec.cli.main import main
 from fashionrec.data.fashioniq import caption_text, load_split
 from fashionrec.model import checkpoint_format, create_model
 from fashionrec.model.config import ModelConfig
@@ -35,6 +37,13 @@ def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """`fashionrec ARGS` in this process (no interpreter start-up): exit code, stdout, stderr."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def load(path: Path) -> dict:

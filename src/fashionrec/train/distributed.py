@@ -4,7 +4,8 @@ rank 0 of 1, no process group, nothing wrapped, and every helper here is a no-op
 Two timeouts: collectives where every rank does the same work (training steps, validation) fail after
 `FASHIONREC_DIST_TIMEOUT_S` seconds, so a hung rank ends the job instead of blocking it forever; waits for
 rank 0's own slow work (building the cache, writing a checkpoint) use a separate gloo group with a long
-timeout, so a big first preprocessing run does not trip the short one."""
+timeout (`FASHIONREC_DIST_WAIT_TIMEOUT_S`, default 24 hours), so a big first preprocessing run does not
+trip the short one, and a rank 0 stuck for good still ends the job in the end."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from fashionrec.model.tokenizer import TextTokenizer
 
 TIMEOUT_ENV = "FASHIONREC_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 300
-PATIENT_TIMEOUT = timedelta(hours=24)
+WAIT_TIMEOUT_ENV = "FASHIONREC_DIST_WAIT_TIMEOUT_S"
+DEFAULT_WAIT_TIMEOUT_S = 24 * 3600
 T = TypeVar("T")
 
 # The long-timeout group of `wait_for_rank0`; set by `setup`, cleared by `DistContext.close`.
@@ -172,14 +174,15 @@ class DistContext:
         _patient_group = None
 
 
-def collective_timeout() -> timedelta:
-    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+def env_timeout(name: str, default_s: int) -> timedelta:
+    """A timeout in seconds from the environment variable `name`."""
+    text = os.environ.get(name, str(default_s))
     try:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
     if seconds <= 0:
-        raise UserError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of seconds")
+        raise UserError(f"{name}={text!r}: expected a positive number of seconds")
     return timedelta(seconds=seconds)
 
 
@@ -194,8 +197,10 @@ def setup(device_name: str) -> DistContext:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=collective_timeout())
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=env_timeout(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+        )
     if _patient_group is None:
-        _patient_group = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
+        _patient_group = dist.new_group(backend="gloo", timeout=env_timeout(WAIT_TIMEOUT_ENV, DEFAULT_WAIT_TIMEOUT_S))
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)

@@ -13,6 +13,7 @@ from fashionrec.model.checkpoint_format import Checkpoint
 from fashionrec.train.params import TrainConfig, merge_resume_config
 from fashionrec.train.schedule import (
     continuation_spec,
+    final_lr,
     onecycle_spec,
     peak_lr,
     remaining_steps,
@@ -126,7 +127,10 @@ def plan_resume(
     if old is not None and saved.has_scheduler_state and not lr_override and not plan_changed:
         return ResumePlan(samples_in, True, old, "schedule kept as saved", warnings)
 
-    lr_now = saved.lr if saved.lr is not None else cfg.lr
+    if old is not None and step >= schedule_end_step(old):  # a finished run: its last step's LR is in force
+        lr_now = final_lr(old)
+    else:
+        lr_now = saved.lr if saved.lr is not None else cfg.lr
     warm = max(warmup_end_step(old) - step, 0) if old else 0
     peak = cfg.lr if lr_override else (peak_lr(old) if old and warm else lr_now)
     spec = continuation_spec(lr_now, peak, warm, left, step)

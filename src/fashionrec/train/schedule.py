@@ -100,6 +100,12 @@ def peak_lr(spec: dict[str, Any]) -> float:
     return spec["max_lr"] if spec["kind"] == "onecycle" else spec["peak_lr"]
 
 
+def final_lr(spec: dict[str, Any]) -> float:
+    """The LR of the schedule's last step. Past it, the optimizer may hold another value (OneCycleLR's
+    formula runs on after its last step), which is never used."""
+    return spec["max_lr"] / (DIV_FACTOR * FINAL_DIV_FACTOR) if spec["kind"] == "onecycle" else spec["end_lr"]
+
+
 def current_lr(optimizer: Optimizer) -> float:
     """The first group's LR: the whole model's, or the heads' (at the --lr peak) when parts have their own."""
     return float(optimizer.param_groups[0]["lr"])
