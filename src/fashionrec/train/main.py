@@ -37,17 +37,6 @@ def use_deterministic_kernels(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def static_shapes_when_compiling(enabled: bool) -> None:
-    """A compiled run meets a second batch shape at each epoch's last, smaller batch. With torch's automatic
-    dynamic shapes it then recompiles with dynamic-shape kernels, which the later full batches run too, while
-    a run resumed mid-epoch in a new process runs the static kernels for them, and the bits differ. Static
-    shapes only (one kernel per shape, whatever order the shapes come in) keep a resume exact."""
-    if enabled:
-        import torch._dynamo
-
-        torch._dynamo.config.automatic_dynamic_shapes = False
-
-
 def _cpu_threads(device: torch.device) -> int | None:
     return torch.get_num_threads() if device.type == "cpu" else None
 
@@ -102,7 +91,6 @@ def run_train(cfg: TrainConfig) -> Path | None:
     say = dist.printer()
     device = dist.device or resolve_device(cfg.device)
     use_deterministic_kernels(cfg.deterministic)
-    static_shapes_when_compiling(cfg.compile)
     torch.manual_seed(cfg.seed)
     data = load_training_data(cfg, say)
     model = create_model(cfg.preset, data.train_texts(), cfg.pretrained, cfg.text_model, cfg.backbone_weights)
@@ -159,7 +147,6 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
 
     device = dist.device or resolve_device(cfg.device)
     use_deterministic_kernels(cfg.deterministic)
-    static_shapes_when_compiling(cfg.compile)
     data = load_training_data(cfg, say)
     model = _model_for_resume(ckpt, cfg, data.train_texts())
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state

@@ -80,7 +80,10 @@ class Trainer:
         self.cfg, self.data, self.cache, self.device, self.manager, self.log = cfg, data, cache, device, manager, log
         self.rank, self.world_size = rank, world_size = dist.rank, dist.world_size
         self.model = model.to(device)
-        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        # Static shapes: an epoch's last, smaller batch would otherwise recompile with dynamic-shape kernels
+        # that the later full batches run too, while a run resumed mid-epoch in a new process runs the static
+        # ones, and the bits would differ. One kernel per shape keeps a resume exact.
+        self.train_model = torch.compile(self.model, dynamic=False) if cfg.compile else self.model
         wrap = dist.wrap(device)
         if wrap is not None:
             self.train_model = wrap(self.train_model)
