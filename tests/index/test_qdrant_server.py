@@ -18,7 +18,7 @@ from fashionrec.index import Recommender, build_index
 from fashionrec.index.backends import new_backend, open_backend
 from fashionrec.index.categories import from_split_files
 from fashionrec.index.manifest import load_manifest
-from fashionrec.index.qdrant_backend import CATEGORIES, make_client
+from fashionrec.index.qdrant_backend import CATEGORY_FIELD, make_client
 
 pytestmark = pytest.mark.qdrant_server
 
@@ -54,7 +54,7 @@ def test_server_search_update_and_category_filter_match_brute_force(server: tupl
     store = open_backend(entry, tmp_path, ids, categories)
     try:
         schema = store.client.get_collection(collection).payload_schema
-        assert schema[CATEGORIES].data_type == models.PayloadSchemaType.KEYWORD  # the server's payload index
+        assert schema[CATEGORY_FIELD].data_type == models.PayloadSchemaType.KEYWORD  # the server's payload index
         for query, hits in zip(queries, store.search(queries, 10), strict=True):
             assert [i for i, _ in hits] == brute_force(vectors, ids, query, 10)
             np.testing.assert_allclose([s for _, s in hits], np.sort(vectors @ query)[::-1][:10], rtol=1e-4, atol=1e-5)

@@ -94,9 +94,11 @@ def test_resume_training_py_continues_their_run(their_file, data_flags):
     )
     assert adam_steps(resumed["optimizer_state_dict"]) == {pid: step + taken for pid, step in start.items()}
     assert set(adam_steps(theirs["optimizer_state_dict"]).values()) == {2.0}
-    # The LR continues from where their OneCycleLR left it.
+    # The LR continues from where their OneCycleLR ended: the LR of its last step, max_lr / (25 x 1e4) (the
+    # optimizer holds OneCycleLR's value one step past its end, which no step used).
     event = resume_event(folder)
-    assert event["lr"] == theirs["optimizer_state_dict"]["param_groups"][0]["lr"]
+    their_max_lr = theirs["optimizer_state_dict"]["param_groups"][0]["max_lr"]
+    assert event["lr"] == pytest.approx(their_max_lr / 2.5e5, rel=1e-12)
     assert event["schedule"]["kind"] == "continuation" and event["schedule"]["start_lr"] == event["lr"]
 
     model = load_model(epoch_file)

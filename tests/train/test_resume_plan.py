@@ -179,7 +179,8 @@ def test_original_format_needs_a_preset_and_its_onecycle_state_is_continued():
 
 def test_a_used_up_original_onecycle_is_continued_not_stepped_past_its_end():
     """Their plan was 2 steps, both taken: its OneCycleLR is read as it is (not stretched to the 3 steps our
-    own short plans get), so one more step is a plan change and a continuation from the LR in force."""
+    own short plans get), so one more step is a plan change and a continuation from the LR its last step
+    used (not the value OneCycleLR leaves in the optimizer one step past its end)."""
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=2, pct_start=0.1)
     for _ in range(2):
@@ -195,4 +196,6 @@ def test_a_used_up_original_onecycle_is_continued_not_stepped_past_its_end():
     cfg, changed = resume_settings(saved, {"epochs": 2, "batch": 2, "gradient_accumulation": 2}, "ckpts")
     p = plan_resume(saved, cfg, changed, world_size=1, num_triplets=4, cpu_threads=None)
     assert not p.keep_schedule and p.schedule["kind"] == "continuation"
-    assert (p.schedule["start_lr"], p.schedule["total_steps"]) == (groups[0]["lr"], 1)
+    assert (p.schedule["start_lr"], p.schedule["total_steps"]) == (pytest.approx(3e-4 / 2.5e5), 1)
+    assert groups[0]["lr"] > 1e3 * p.schedule["start_lr"]
+    assert "the checkpoint's schedule had ended, at LR 1.2e-09" in p.warnings[-1] and "pass --lr" in p.warnings[-1]

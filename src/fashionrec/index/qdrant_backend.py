@@ -15,7 +15,7 @@ from fashionrec.index.backends import Hit
 from fashionrec.index.categories import UNKNOWN
 
 UPLOAD_BATCH = 512
-CATEGORIES = "categories"  # payload field: the item's category names, a list
+CATEGORY_FIELD = "categories"  # payload field: the item's category names, a list
 # Point ids must be UUIDs or integers; deriving them from the item id keeps updates idempotent.
 _NAMESPACE = uuid.UUID("6f0c5b1e-2d3a-4c1b-9a57-0e8f4d2c7a11")
 
@@ -80,7 +80,7 @@ class QdrantBackend:
                 self.collection, vectors_config=models.VectorParams(size=dim, distance=models.Distance.DOT)
             )
             if self.location["url"].startswith(("http://", "https://")):  # local mode has no payload indexes
-                self.client.create_payload_index(self.collection, CATEGORIES, models.PayloadSchemaType.KEYWORD)
+                self.client.create_payload_index(self.collection, CATEGORY_FIELD, models.PayloadSchemaType.KEYWORD)
             rows = list(range(len(ids)))
         self._upload(ids, vectors, rows, categories or [(UNKNOWN,)] * len(ids))
         if self.client.count(self.collection, exact=True).count != len(ids):
@@ -103,7 +103,7 @@ class QdrantBackend:
                 models.Batch(
                     ids=[point_id(ids[r]) for r in batch],
                     vectors=vectors[batch].astype(np.float32).tolist(),
-                    payloads=[{"item_id": ids[r], CATEGORIES: list(categories[r])} for r in batch],
+                    payloads=[{"item_id": ids[r], CATEGORY_FIELD: list(categories[r])} for r in batch],
                 ),
             )
 
@@ -117,7 +117,7 @@ class QdrantBackend:
         # top k come from the category itself rather than from a larger unfiltered k cut down afterwards.
         must = None
         if category is not None:
-            must = [models.FieldCondition(key=CATEGORIES, match=models.MatchValue(value=category))]
+            must = [models.FieldCondition(key=CATEGORY_FIELD, match=models.MatchValue(value=category))]
         query_filter = models.Filter(must=must, must_not=must_not) if must or must_not else None
         results = []
         with self._lock:

@@ -33,7 +33,7 @@ class TrainConfig:
     path_folder: str = setting(opt.PATH_FOLDER.with_default(""), changeable=True)
     categories: tuple[str, ...] | None = setting(opt.CATEGORIES, changeable=False)
     skip_missing: bool = setting(opt.SKIP_MISSING, changeable=True)
-    batch: int = setting(opt.BATCH.with_default(64), changeable=True)
+    batch: int = setting(opt.BATCH, changeable=True)
     epochs: int = setting(
         opt.Option("--epochs", 100, "total epochs of the run (not the remainder)", type=opt.positive_int),
         changeable=True,

@@ -129,6 +129,11 @@ def plan_resume(
 
     if old is not None and step >= schedule_end_step(old):  # a finished run: its last step's LR is in force
         lr_now = final_lr(old)
+        if not lr_override:
+            warnings.append(
+                f"the checkpoint's schedule had ended, at LR {lr_now:.3g}: the added steps continue at that LR; "
+                "pass --lr to set a new peak instead"
+            )
     else:
         lr_now = saved.lr if saved.lr is not None else cfg.lr
     warm = max(warmup_end_step(old) - step, 0) if old else 0
