@@ -28,6 +28,7 @@ def their_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_evaluate_index_and_recommend_take_their_file(
     their_file, small_data, cache_dir, tmp_path, capsys, bert_uncased_cache
 ):

@@ -3,6 +3,7 @@ data on the CPU must rank the right target far above chance."""
 
 from __future__ import annotations
 
+import pytest
 from train_helpers import final_checkpoint, load
 
 from fashionrec.cli.main import main
@@ -10,6 +11,7 @@ from fashionrec.data.demo import make_demo_data
 from fashionrec.data.fashioniq import load_split
 
 
+@pytest.mark.slow
 def test_tiny_preset_learns_demo_data(tmp_path):
     data = make_demo_data(tmp_path / "data", images=1800, seed=11)
     code = main(

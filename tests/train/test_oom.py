@@ -27,6 +27,7 @@ def all_gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p.grad.clone() for group in optimizer.param_groups for p in group["params"]]
 
 
+@pytest.mark.slow
 def test_oom_in_backward_halves_the_micro_batch_and_says_the_negatives_shrink(small_data, cache_dir):
     cfg = small_config(small_data, cache_dir)
     messages: list[str] = []

@@ -80,6 +80,7 @@ def extended(reference, tmp_path_factory, train_args) -> tuple[Path, dict[int, l
     return out, order
 
 
+@pytest.mark.slow
 def test_another_batch_size_keeps_the_data_order_of_the_epoch_in_progress(reference, extended):
     ref_order, order = reference[1], extended[1]
     assert load(reference[0] / START)["samples_in_epoch"] == 32

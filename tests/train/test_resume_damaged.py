@@ -3,6 +3,7 @@ its folder, with a warning, and the run resumed from the previous one still ends
 
 from __future__ import annotations
 
+import pytest
 import torch
 from train_helpers import assert_same_training, final_checkpoint
 
@@ -23,6 +24,7 @@ def damage_the_middle_of_a_weight(path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_resume_from_a_folder_skips_a_damaged_newest_file_and_stays_bit_exact(train_args, tmp_path, capsys):
     common = [*train_args, "--epochs", "3"]
     assert main(["train", *common, "--output-dir", str(tmp_path / "reference")]) == 0
