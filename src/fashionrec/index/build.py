@@ -16,7 +16,7 @@ from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
 from fashionrec.index import categories as category_sources
 from fashionrec.index.backends import new_backend
-from fashionrec.index.encoder import Encoder
+from fashionrec.index.encoder import Encoder, same_model
 from fashionrec.index.manifest import MANIFEST, Item, Manifest, load_manifest
 from fashionrec.index.scan import file_sha256, scan_images
 from fashionrec.options import DEFAULT_CACHE_DIR, DEFAULT_DEVICE
@@ -117,8 +117,7 @@ def build_index(
 
 def _check_same_model(old: Manifest, encoder: Encoder, out: Path) -> None:
     """An update must not mix vectors of two models in one index."""
-    built = (old.checkpoint["fingerprint"], old.preprocess["key"])
-    if built != (encoder.fingerprint, encoder.preprocess["key"]):
+    if not same_model(encoder, old.checkpoint["fingerprint"]) or old.preprocess["key"] != encoder.preprocess["key"]:
         raise UserError(
             f"{out} was built with another checkpoint or preprocessing "
             f"({old.checkpoint['path']}, {old.preprocess['config']}); "

@@ -9,6 +9,7 @@ import numpy as np
 
 from fashionrec.errors import UserError
 from fashionrec.index.backends import Backend, Hit, open_backend
+from fashionrec.index.encoder import Encoder, same_model
 from fashionrec.index.manifest import Item, Manifest, load_manifest
 
 
@@ -36,10 +37,11 @@ class Catalog:
         ids, categories = [item.id for item in manifest.items], [item.categories for item in manifest.items]
         return cls(index_dir, manifest, open_backend(manifest.backend, Path(index_dir), ids, categories))
 
-    def check_encoder(self, fingerprint: str, preprocess_key: str) -> None:
+    def check_encoder(self, encoder: Encoder) -> None:
         """Vectors from different weights or preprocessing live in different spaces: refuse to mix them."""
         built = self.manifest.checkpoint
-        if fingerprint != built["fingerprint"]:
+        fingerprint, preprocess_key = encoder.fingerprint, encoder.preprocess["key"]
+        if not same_model(encoder, built["fingerprint"]):
             raise UserError(
                 f"the index at {self.index_dir} was built with checkpoint {built['path']} "
                 f"(fingerprint {built['fingerprint'][:12]}), not this one ({fingerprint[:12]}); "

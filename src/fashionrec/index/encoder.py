@@ -10,6 +10,12 @@ import numpy as np
 from PIL import Image
 
 
+def same_model(encoder: Encoder, built: str) -> bool:
+    """Whether an index's recorded fingerprint is this encoder's (or what an earlier release recorded for
+    the same model: `former_fingerprint`, where the encoder has one)."""
+    return built == encoder.fingerprint or built == getattr(encoder, "former_fingerprint", None)
+
+
 class Encoder(Protocol):
     fingerprint: str  # identifies the weights: an index refuses queries from any other model
     preprocess: dict[str, Any]  # {"key": ..., "config": {...}}, recorded in the index

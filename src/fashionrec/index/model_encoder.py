@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import sys
@@ -25,12 +26,14 @@ from fashionrec.options import DEFAULT_DEVICE
 Query = tuple[PreprocessedImage, list[int], list[int]]
 
 
-def fingerprint(model: FashionModel) -> str:
+def fingerprint(model: FashionModel, with_preprocess: bool = False) -> str:
     """sha256 of the architecture, the tokenizer and every weight: equal exactly when two models embed
     alike, however the checkpoint was saved (training checkpoint, exported directory, a copy). The
-    preprocessing is left out: an index records its own, and queries use the index's."""
+    preprocessing is left out (an index records its own, and queries use the index's); `with_preprocess`
+    gives what indexes built by fashionrec 0.1 recorded, which hashed it with the rest of the config."""
     digest = hashlib.sha256()
-    architecture = {k: v for k, v in model.config.to_dict().items() if k != "preprocess"}
+    config = model.config.to_dict()
+    architecture = config if with_preprocess else {k: v for k, v in config.items() if k != "preprocess"}
     digest.update(json.dumps(architecture, sort_keys=True).encode())
     digest.update(model.tokenizer.to_json().encode())
     for name, tensor in sorted(model.state_dict().items()):
@@ -64,6 +67,12 @@ class ModelEncoder:
         self._preprocess_lock: contextlib.AbstractContextManager = (
             threading.Lock() if stateful else contextlib.nullcontext()
         )
+
+    @functools.cached_property
+    def former_fingerprint(self) -> str:
+        """The fingerprint fashionrec 0.1 recorded for this model (computed only when the current one does
+        not match an index), so indexes built by it keep working."""
+        return fingerprint(self.model, with_preprocess=True)
 
     @classmethod
     def load(

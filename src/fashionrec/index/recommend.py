@@ -52,7 +52,7 @@ class Recommender:
     def __init__(
         self, encoder: Encoder, catalog: Catalog, limits: ImageLimits = DEFAULT_LIMITS, max_batch: int = 16
     ) -> None:
-        catalog.check_encoder(encoder.fingerprint, encoder.preprocess["key"])
+        catalog.check_encoder(encoder)
         self.encoder = encoder
         self.catalog = catalog
         self.limits = limits
