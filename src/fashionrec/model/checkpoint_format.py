@@ -95,9 +95,14 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
     model.load_state_dict(state)
 
 
+def non_finite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
     """A diverged run's weights score every query as a hit (NaN compares false): refuse them."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite_tensors(state)
     if bad:
         raise UserError(
             f"{source} holds non-finite weights (NaN or inf) in {len(bad)} tensors, e.g. {bad[0]}: "

@@ -20,7 +20,7 @@ from fashionrec.data.datasets import TripletDataset
 from fashionrec.errors import UserError
 from fashionrec.eval.retrieval import EvalSettings, evaluate
 from fashionrec.model import checkpoint_format
-from fashionrec.model.checkpoint_format import Checkpoint, Progress
+from fashionrec.model.checkpoint_format import Checkpoint, Progress, non_finite_tensors
 from fashionrec.model.fashionvlp import FashionVLP
 from fashionrec.train import distributed
 from fashionrec.train.accumulate import StepOutOfMemory, StepParts, StepSnapshot, fallback_message, step_gradients
@@ -274,7 +274,7 @@ class Trainer:
 
     def _check_finite_weights(self) -> None:
         """Never save a diverged model (with fp16 the grad scaler skips inf steps, so the loss alone can't tell)."""
-        bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        bad = non_finite_tensors(self.model.state_dict())
         if bad:
             raise Diverged(
                 f"weights became NaN or infinite in epoch {self.progress.epoch} ({bad[0]}, +{len(bad) - 1} more): "
