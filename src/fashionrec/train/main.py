@@ -14,7 +14,7 @@ from fashionrec.device import resolve_device, set_threads
 from fashionrec.errors import UserError
 from fashionrec.model import create_model
 from fashionrec.model.checkpoint_format import Checkpoint, load_state_strict
-from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.factory import FashionModel
 from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.train import distributed
 from fashionrec.train.checkpoint import RESUME_PREFIX, TRAIN_PREFIX, CheckpointManager, load_checkpoint
@@ -115,7 +115,7 @@ def run_train(cfg: TrainConfig) -> Path | None:
         dist.close()
 
 
-def _model_for_resume(ckpt: Checkpoint, cfg: TrainConfig, train_texts: list[str]) -> FashionVLP:
+def _model_for_resume(ckpt: Checkpoint, cfg: TrainConfig, train_texts: list[str]) -> FashionModel:
     if not ckpt.is_original:
         model = ckpt.build_model()
         if model.config.preset != cfg.preset:
