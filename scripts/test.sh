@@ -13,4 +13,5 @@ bash scripts/setup_env.sh serve,qdrant,landmarks,test
 venv/bin/ruff check src tests benchmarks
 # One torch thread per process: on a small shared machine two OpenMP threads are often several times slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec venv/bin/python -m pytest tests "$@"
+# Two pytest workers, whole files each (a file's fixtures are built once); `-n 0` after this runs in one process.
+exec venv/bin/python -m pytest tests -n "${FASHIONREC_TEST_WORKERS:-2}" --dist loadfile "$@"

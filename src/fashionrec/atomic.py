@@ -33,7 +33,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         cause = _os_error_in(e)
-        if cause is not None and cause is not e:  # e.g. torch's writer reports a full disk as a RuntimeError
+        # torch's writer may report a full disk as a RuntimeError, and a failed write or flush names no file
+        if cause is not None and (cause is not e or cause.filename is None):
             raise OSError(cause.errno, cause.strerror, str(path)) from None
         raise
     fsync_dir(path.parent)
