@@ -23,6 +23,7 @@ from train_helpers import (
     make_trainer,
     run_cli,
     small_config,
+    small_run_args,
     tiny_model,
 )
 
@@ -35,29 +36,7 @@ pytestmark = [
 
 
 def cli_args(data: Path, cache: Path, *extra: str) -> list[str]:
-    return [
-        "--path-file",
-        str(data),
-        "--path-folder",
-        str(data / "images"),
-        "--categories",
-        "dress",
-        "--preset",
-        "tiny",
-        "--batch",
-        "8",
-        "--gradient-accumulation",
-        "2",
-        "--num-workers",
-        "0",
-        "--cache-dir",
-        str(cache),
-        "--seed",
-        "3",
-        "--device",
-        "cuda",
-        *extra,
-    ]
+    return [*small_run_args(data, cache), "--device", "cuda", *extra]
 
 
 def kill_after_first_step_checkpoint(args: list[str], out: Path, timeout: float = 300.0) -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from train_helpers import small_run_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))  # the original system's model spec and run
 
@@ -13,23 +14,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))  # the or
 @pytest.fixture(scope="session")
 def train_args(small_data: Path, cache_dir: Path) -> list[str]:
     """Data and model flags shared by every small run (resume repeats them, as a user would)."""
-    return [
-        "--path-file",
-        str(small_data),
-        "--path-folder",
-        str(small_data / "images"),
-        "--categories",
-        "dress",
-        "--preset",
-        "tiny",
-        "--batch",
-        "8",
-        "--gradient-accumulation",
-        "2",
-        "--num-workers",
-        "0",
-        "--cache-dir",
-        str(cache_dir),
-        "--seed",
-        "3",
-    ]
+    return small_run_args(small_data, cache_dir)

@@ -68,6 +68,15 @@ def assert_same_training(a: Path, b: Path) -> None:
     assert checkpoint_format.differences(checkpoint_format.read(a), checkpoint_format.read(b)) == []
 
 
+def small_run_args(data: Path, cache_dir: Path) -> list[str]:
+    """The small runs' data and model flags for the CLI (resume repeats them, as a user would)."""
+    return [
+        "--path-file", str(data), "--path-folder", str(data / "images"), "--categories", "dress",
+        "--preset", "tiny", "--batch", "8", "--gradient-accumulation", "2", "--num-workers", "0",
+        "--cache-dir", str(cache_dir), "--seed", "3",
+    ]  # fmt: skip
+
+
 def small_config(data: Path, cache_dir: Path, **overrides) -> TrainConfig:
     """The small runs' settings (dress only, tiny preset, batch 8, 2 micro-batches per step), in process."""
     settings = dict(
