@@ -55,10 +55,10 @@ def kill_after_first_step_checkpoint(args: list[str], out: Path, timeout: float 
 @pytest.mark.slow
 @pytest.mark.parametrize("accumulation", ["plain", "accumulate-negatives"])
 def test_sigkill_then_resume_is_bit_exact_on_cuda_with_deterministic_kernels(
-    gpu_data, gpu_cache, tmp_path, accumulation
+    small_data, cache_dir, tmp_path, accumulation
 ):
     extra = ["--deterministic", "--epochs", "2", *(["--accumulate-negatives"] if accumulation != "plain" else [])]
-    args = cli_args(gpu_data, gpu_cache, *extra)
+    args = cli_args(small_data, cache_dir, *extra)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     run_cli("train", *args, "--output-dir", str(reference))
     kill_after_first_step_checkpoint(["train", *args, "--save-every-steps", "2", "--output-dir", str(killed)], killed)
@@ -66,9 +66,9 @@ def test_sigkill_then_resume_is_bit_exact_on_cuda_with_deterministic_kernels(
     assert_same_training(final_checkpoint(reference), final_checkpoint(killed, "resumed"))
 
 
-def test_bf16_autocast_trains(gpu_data, gpu_cache):
+def test_bf16_autocast_trains(small_data, cache_dir):
     assert torch.cuda.is_bf16_supported(), "this check expects a GPU with bf16 (Ampere or newer)"
-    cfg = small_config(gpu_data, gpu_cache, mixed_precision=True)
+    cfg = small_config(small_data, cache_dir, mixed_precision=True)
     trainer = make_trainer(cfg, tiny_model(cfg), device="cuda")
     assert (trainer.amp_dtype, trainer.scaler.is_enabled()) == (torch.bfloat16, False)
     before = [p.detach().clone() for p in trainer.model.parameters()]
@@ -78,10 +78,10 @@ def test_bf16_autocast_trains(gpu_data, gpu_cache):
 
 
 @pytest.mark.parametrize("accumulate_negatives", [False, True])
-def test_fp16_with_grad_scaler_trains(gpu_data, gpu_cache, accumulate_negatives):
+def test_fp16_with_grad_scaler_trains(small_data, cache_dir, accumulate_negatives):
     """The path of GPUs without bf16 (amp_settings picks it there), forced here."""
     assert amp_settings(torch.device("cpu"), True) == (torch.bfloat16, False)  # the CPU never takes it
-    cfg = small_config(gpu_data, gpu_cache, mixed_precision=True, accumulate_negatives=accumulate_negatives)
+    cfg = small_config(small_data, cache_dir, mixed_precision=True, accumulate_negatives=accumulate_negatives)
     trainer = make_trainer(cfg, tiny_model(cfg), device="cuda")
     trainer.amp_dtype, trainer.scaler = torch.float16, torch.amp.GradScaler("cuda")
     trainer.train_epoch()
@@ -90,11 +90,11 @@ def test_fp16_with_grad_scaler_trains(gpu_data, gpu_cache, accumulate_negatives)
     assert trainer.optimizer.state, "no optimizer step was taken (every step overflowed)"
 
 
-def test_compile_trains_like_eager(gpu_data, gpu_cache):
+def test_compile_trains_like_eager(small_data, cache_dir):
     losses = {}
-    model = tiny_model(small_config(gpu_data, gpu_cache), dropout=0.0)
+    model = tiny_model(small_config(small_data, cache_dir), dropout=0.0)
     for compiled in (False, True):
-        trainer = make_trainer(small_config(gpu_data, gpu_cache, compile=compiled), model, device="cuda")
+        trainer = make_trainer(small_config(small_data, cache_dir, compile=compiled), model, device="cuda")
         trainer.train_epoch()
         losses[compiled] = trainer.progress.epoch_loss_sum / trainer.progress.epoch_loss_count
     assert math.isfinite(losses[True])
@@ -113,12 +113,12 @@ def step_memory(trainer, group: list) -> tuple[float, int]:
 
 
 @pytest.mark.parametrize("accumulate_negatives", [False, True])
-def test_a_real_oom_under_a_memory_cap_halves_the_micro_batch(gpu_data, gpu_cache, accumulate_negatives):
+def test_a_real_oom_under_a_memory_cap_halves_the_micro_batch(small_data, cache_dir, accumulate_negatives):
     """Measure the step's memory at micro-batch 64 and 32, cap the process between the two
     (set_per_process_memory_fraction), and train at 64: CUDA's allocator fails, the step is retried at 32.
     With --accumulate-negatives the loss is the uncapped step's."""
     cfg = small_config(
-        gpu_data, gpu_cache, batch=64, gradient_accumulation=1, accumulate_negatives=accumulate_negatives
+        small_data, cache_dir, batch=64, gradient_accumulation=1, accumulate_negatives=accumulate_negatives
     )
     model = tiny_model(cfg, dropout=0.0)
     whole = make_trainer(cfg, model, device="cuda")
