@@ -86,11 +86,15 @@ async function loadCategories() {
   }
 }
 
+let catalogRequests = 0;
+
 async function loadCatalog() {
+  const request = ++catalogRequests;
   const params = new URLSearchParams({ offset: state.offset, limit: PAGE });
   if (state.category) params.set("category", state.category);
   try {
     const page = await getJson(`/items?${params}`);
+    if (request !== catalogRequests) return; // a newer page or category was asked for meanwhile
     state.total = page.total;
     $("catalog").replaceChildren(...page.items.map((item) => card(item, "Start from", startFrom)));
     const last = Math.min(state.offset + page.items.length, page.total);
@@ -98,7 +102,7 @@ async function loadCatalog() {
     $("prev").disabled = state.offset === 0;
     $("next").disabled = last >= page.total;
   } catch (err) {
-    showError(err.message);
+    if (request === catalogRequests) showError(err.message);
   }
 }
 
@@ -119,8 +123,15 @@ $("next").addEventListener("click", () => {
 
 // --- the session: a chain of turns ---------------------------------------------------------------
 
+// An uploaded photo's preview URL lives as long as the session that starts from it.
+function releaseUpload() {
+  const first = state.turns[0];
+  if (first && first.ref.upload) URL.revokeObjectURL(first.ref.image_url);
+}
+
 function startFrom(ref) {
   clearError();
+  releaseUpload();
   state.turns = [{ ref, text: null, results: null }];
   $("start").hidden = true;
   $("session").hidden = false;
@@ -214,6 +225,7 @@ $("back").addEventListener("click", () => {
 
 function restart() {
   clearError();
+  releaseUpload();
   state.turns = [];
   $("session").hidden = true;
   $("start").hidden = false;
