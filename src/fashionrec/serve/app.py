@@ -21,9 +21,10 @@ from starlette.formparsers import MultiPartException
 
 from fashionrec.errors import UserError
 from fashionrec.index.catalog import UnknownItem
+from fashionrec.index.categories import MAX_NAME_CHARS
 from fashionrec.index.images import ImageLimits, ImageTooLarge
 from fashionrec.index.manifest import Item
-from fashionrec.index.recommend import MAX_K, Match
+from fashionrec.index.recommend import MAX_K, MAX_TEXT_CHARS, Match
 from fashionrec.serve.head import HeadAsGet
 from fashionrec.serve.limits import BodyLimit
 
@@ -103,7 +104,7 @@ RECOMMEND_FORM = {
                     "properties": {
                         "image": {"type": "string", "format": "binary", "description": "reference photo (or item_id)"},
                         "item_id": {"type": "string", "description": "a catalog item as the reference (or image)"},
-                        "text": {"type": "string", "maxLength": 500, "description": "what should change"},
+                        "text": {"type": "string", "maxLength": MAX_TEXT_CHARS, "description": "what should change"},
                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
                         "category": {"type": "string", "description": "only items of this category"},
                     },
@@ -169,7 +170,7 @@ def create_app(service: RecommendService) -> FastAPI:
 
     @app.get("/items", response_model=ItemPage, responses=ERRORS)
     async def items(
-        category: str | None = Query(None, max_length=100, description="only this category (default: all)"),
+        category: str | None = Query(None, max_length=MAX_NAME_CHARS, description="only this category (default: all)"),
         offset: int = Query(0, ge=0, description="items to skip"),
         limit: int = Query(24, ge=1, le=MAX_PAGE, description="items to return"),
     ) -> Any:

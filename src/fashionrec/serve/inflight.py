@@ -4,11 +4,11 @@ by the protocol's head and keep-alive timeouts instead)."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-BUSY_BODY = json.dumps({"error": "the server is busy; try again in a moment"}).encode()
+from fashionrec.serve.limits import send_json_error
+
+BUSY = "the server is busy; try again in a moment"
 
 
 class InFlightLimit:
@@ -25,18 +25,7 @@ class InFlightLimit:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_requests:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(BUSY_BODY)).encode()),
-                        (b"retry-after", b"1"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": BUSY_BODY})
+            await send_json_error(send, 503, BUSY, (b"retry-after", b"1"))
             return
         self.in_flight += 1  # one event loop: no lock needed
         try:

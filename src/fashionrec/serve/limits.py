@@ -87,20 +87,16 @@ class BodyLimit:
 
     @staticmethod
     async def _reject(send: Send, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
         # The unread rest of the body may still be on the wire: close rather than reuse the connection.
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, status, message, (b"connection", b"close"))
+
+
+async def send_json_error(send: Send, status: int, message: str, *headers: tuple[bytes, bytes]) -> None:
+    """An `{"error": message}` response sent from ASGI middleware, before the app has answered."""
+    body = json.dumps({"error": message}).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _closing_delimiter(content_type: bytes) -> bytes | None:

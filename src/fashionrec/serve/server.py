@@ -98,9 +98,9 @@ def set_cpu_threads(threads: int) -> None:
     one, and a 100k flat FAISS search ~140 ms on 2 threads against ~28 ms on one. More threads pay
     off for a large model on a dedicated many-core CPU: `--threads N`.
     """
-    import torch
+    from fashionrec.device import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     try:
         import faiss
     except ImportError:  # a Qdrant-only install
