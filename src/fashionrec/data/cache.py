@@ -44,7 +44,7 @@ from safetensors import SafetensorError
 from tqdm import tqdm
 
 from fashionrec.atomic import atomic_write, atomic_write_json
-from fashionrec.data.images import load_image
+from fashionrec.data.images import DECODE_THREADS, load_image
 from fashionrec.data.jsonfile import read_json
 from fashionrec.data.landmarks import NUM_LANDMARKS
 from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
@@ -107,7 +107,7 @@ class ImageCache:
             stored = self._checked_index(fingerprints)
             todo = [i for i, fp in fingerprints.items() if i not in stored or stored[i].fingerprint != fp]
             if todo:
-                threads = workers or min(8, os.cpu_count() or 1)
+                threads = workers or DECODE_THREADS
                 self._write([(i, Path(paths[i]), fingerprints[i]) for i in todo], threads, progress)
                 stored = _index(self._read_manifests())
         self._entries.update((i, (stored[i].chunk, stored[i].row)) for i in paths)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -10,11 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fashionrec.data.images import load_image
+from fashionrec.data.images import DECODE_THREADS, load_image
 from fashionrec.errors import UserError
 
 
-def corrupt_images(paths: Mapping[str, Path], *, workers: int | None = None, progress: bool = True) -> dict[str, str]:
+def corrupt_images(paths: Mapping[str, Path]) -> dict[str, str]:
     """id -> why, for every file in `paths` that does not decode; a progress bar on stderr."""
 
     def problem(path: Path) -> str | None:
@@ -25,9 +24,8 @@ def corrupt_images(paths: Mapping[str, Path], *, workers: int | None = None, pro
         return None
 
     found: dict[str, str] = {}
-    threads = workers or min(8, os.cpu_count() or 1)  # PIL decodes without the GIL
-    bar = tqdm(total=len(paths), desc="decoding images", unit="img", file=sys.stderr, disable=not progress)
-    with bar, ThreadPoolExecutor(threads) as pool:
+    bar = tqdm(total=len(paths), desc="decoding images", unit="img", file=sys.stderr)
+    with bar, ThreadPoolExecutor(DECODE_THREADS) as pool:
         for image_id, why in zip(paths, pool.map(problem, paths.values()), strict=True):
             bar.update()
             if why is not None:

@@ -93,7 +93,7 @@ def _load_official(root: Path, split: str, categories: Sequence[str] | None) -> 
         caps_path = root / "captions" / f"cap.{name}.{split}.json"
         triplets = _parse_triplets(read_json(caps_path), caps_path, name)
         gallery_path = root / "image_splits" / f"split.{name}.{split}.json"
-        gallery = _parse_ids(read_json(gallery_path), gallery_path)
+        gallery = parse_ids(read_json(gallery_path), gallery_path)
         result[name] = CategorySplit(name, triplets, gallery)
     return result
 
@@ -168,7 +168,8 @@ def _parse_triplets(records: Any, path: Path, category: str) -> list[Triplet]:
     return triplets
 
 
-def _parse_ids(ids: Any, path: Path) -> list[str]:
+def parse_ids(ids: Any, path: Path) -> list[str]:
+    """The content of an `image_splits/` file: a JSON list of non-empty image ids."""
     if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
         raise UserError(f"{path}: expected a JSON list of image ids")
     return ids

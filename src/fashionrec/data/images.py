@@ -16,6 +16,7 @@ from fashionrec.errors import UserError
 # An id resolves to the first of these that exists (the order settles an id present twice).
 # (Catalog folders for the index accept the same files.)
 IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg", ".webp")
+DECODE_THREADS = min(8, os.cpu_count() or 1)  # threads that decode images: PIL releases the GIL
 
 
 def check_images_folder(folder: str | Path) -> Path:

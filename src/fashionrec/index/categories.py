@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from fashionrec.data.fashioniq import parse_ids
 from fashionrec.data.jsonfile import read_json
 from fashionrec.errors import UserError
 
@@ -40,9 +41,7 @@ def from_split_files(path_file: Path) -> Categories:
         match = _SPLIT_FILE.fullmatch(path.name)
         if match is None:
             continue
-        ids = read_json(path)
-        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
-            raise UserError(f"{path}: expected a JSON list of image ids")
+        ids = parse_ids(read_json(path), path)
         category = check_name(match["category"], str(path))
         pairs += [(i, category) for i in ids]
     if not pairs:
