@@ -30,6 +30,10 @@ class TinyCNN(nn.Module):
         return self.features(x)
 
 
+# torchvision ResNet-50's stages up to layer4, in order: the feature map without pooling and classifier.
+RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
 class ResNet50Features(nn.Module):
     """torchvision ResNet-50 up to layer4 (stride 32, 2048 channels)."""
 
@@ -40,21 +44,18 @@ class ResNet50Features(nn.Module):
         from torchvision.models import resnet50
 
         net = resnet50(weights=None)
-        self.body = nn.Sequential(
-            net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
-        )
+        self.body = nn.Sequential(*(getattr(net, name) for name in RESNET_STAGES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
     def load_torchvision_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load a torchvision `resnet50` state dict (the classifier head is dropped)."""
-        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
         remapped = {}
         for key, value in state.items():
             head = key.split(".", 1)[0]
-            if head in names:
-                remapped[f"body.{names.index(head)}.{key.split('.', 1)[1]}"] = value
+            if head in RESNET_STAGES:
+                remapped[f"body.{RESNET_STAGES.index(head)}.{key.split('.', 1)[1]}"] = value
         self.load_state_dict(remapped, strict=True)
 
 

@@ -30,13 +30,12 @@ from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
 from fashionrec.model.config import ModelConfig
 from fashionrec.model.factory import FashionModel, build_model
-from fashionrec.model.original_format import convert_original, is_original_checkpoint
+from fashionrec.model.original_format import convert_original, is_original_checkpoint, strip_wrappers
 from fashionrec.model.tokenizer import TextTokenizer
 
 FORMAT_VERSION = 2
 DIGEST_KEY = "content_digest"
 PREPROCESS_KEYS = ("crop", "landmarks", "yolo_weights")
-STRIPPED_PREFIXES = ("_orig_mod.", "module.")  # torch.compile's and DDP's wrappers
 
 
 @dataclass
@@ -59,12 +58,7 @@ class Progress:
 # ---- state dicts -------------------------------------------------------------------------------------
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop torch.compile's `_orig_mod.` and DDP's `module.` prefixes so state dicts are portable."""
-    out = {}
-    for key, value in state.items():
-        for prefix in STRIPPED_PREFIXES:
-            key = key.replace(prefix, "")
-        out[key] = value
-    return out
+    return {strip_wrappers(key): value for key, value in state.items()}
 
 
 def describe_mismatch(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
@@ -181,7 +175,6 @@ def training_state(
         "train_config": {k: v for k, v in train_config.items() if k not in PREPROCESS_KEYS},
         "model_config": model.config.to_dict(),
         "tokenizer": model.tokenizer.to_json(),
-        "format_version": FORMAT_VERSION,
     }
 
 

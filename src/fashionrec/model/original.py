@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertModel
 
+from fashionrec.model.backbone import RESNET_STAGES
 from fashionrec.model.config import ModelConfig
 from fashionrec.model.fashionvlp import (
     IMAGENET_MEAN,
@@ -53,7 +54,7 @@ class ResNet50Trunk(nn.Module):
         from torchvision.models import resnet50
 
         net = resnet50(weights=None)
-        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+        for name in RESNET_STAGES:
             self.add_module(name, getattr(net, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

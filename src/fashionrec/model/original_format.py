@@ -63,7 +63,7 @@ def convert_original(ckpt: dict[str, Any], source: str, text_model: str | None =
         raise UserError(f"{source} is not an original-format checkpoint (no target_block./reference_block. weights)")
     raw = _model_state(ckpt)
     order = [strip_wrappers(k) for k in raw]  # the original's registration order, as torch.save kept it
-    state = _tie_backbone({strip_wrappers(k): v for k, v in raw.items()}, source)
+    state = _tie_backbone(dict(zip(order, raw.values(), strict=True)), source)
     config = _config_from_weights(state, source)
     tokenizer = TextTokenizer.from_vocab(find_vocab(text_model), config.max_text_len)
     if tokenizer.vocab_size != config.text["vocab_size"]:
