@@ -37,10 +37,6 @@ def use_deterministic_kernels(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _cpu_threads(device: torch.device) -> int | None:
-    return torch.get_num_threads() if device.type == "cpu" else None
-
-
 def _on_epoch(log: RunLog, say):
     def report(trainer: Trainer, info: dict[str, Any]) -> None:
         p = trainer.progress
@@ -143,7 +139,7 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
             "nothing to train (nothing was written)"
         )
         return None
-    set_threads(cfg.threads)
+    threads = set_threads(cfg.threads)
 
     device = dist.device or resolve_device(cfg.device)
     use_deterministic_kernels(cfg.deterministic)
@@ -151,7 +147,8 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     model = _model_for_resume(ckpt, cfg, data.train_texts())
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
     cache = _shared_cache(cfg, data, model.config.image_size, dist)
-    plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), _cpu_threads(device))
+    cpu_threads = threads if device.type == "cpu" else None
+    plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), cpu_threads)
     for warning in plan.warnings:
         say(f"warning: {warning}")
     spec, source = plan.schedule, ckpt.path

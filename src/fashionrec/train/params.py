@@ -186,7 +186,10 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        """Crop and landmark backends left unset take the preset's (the paper's model uses landmarks)."""
+        """Categories as a tuple (JSON gives a list); crop and landmark backends left unset take the preset's
+        (the paper's model uses landmarks)."""
+        if self.categories is not None:
+            self.categories = tuple(self.categories)
         if self.crop is None or self.landmarks is None:
             preset = preset_config(self.preset).preprocess
             self.crop = self.crop or preset["crop"]
@@ -200,10 +203,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        if cfg.categories is not None:
-            cfg.categories = tuple(cfg.categories)
-        return cfg
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _fields() -> tuple[dataclasses.Field, ...]:
@@ -226,15 +226,14 @@ def add_train_arguments(parser: argparse.ArgumentParser, resume: bool) -> None:
         option.add_to(parser, show_default=not resume, **overrides)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    known = {f.name for f in _fields()}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in known and v is not None})
-
-
 def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user gave on the command line (resume parsers default every flag to None)."""
     known = {f.name for f in _fields()}
     return {k: v for k, v in vars(args).items() if v is not None and k in known}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**explicit_settings(args))
 
 
 def merge_resume_config(explicit: dict[str, Any], saved: dict[str, Any] | None) -> tuple[TrainConfig, list[str]]:
@@ -247,7 +246,7 @@ def merge_resume_config(explicit: dict[str, Any], saved: dict[str, Any] | None) 
     changed = []
     for key, value in explicit.items():
         old = getattr(base, key)
-        if isinstance(old, tuple) or (key == "categories" and old is None):
+        if isinstance(old, tuple):
             value = tuple(value)
         if value == old:
             continue
