@@ -126,24 +126,41 @@ def test_export_never_overwrites(original_file, tmp_path, capsys):
     assert out.read_bytes() == b"keep me"
 
 
-def test_export_refuses_other_presets_and_several_learning_rate_groups(original_file, tmp_path, capsys):
+def tiny_checkpoint(folder: Path) -> Path:
     tiny = create_model("tiny", ["is red"], pretrained=False)
-    other = tmp_path / "tiny.pt"
+    path = folder / "tiny.pt"
     fields = {"model_config": tiny.config.to_dict(), "tokenizer": tiny.tokenizer.to_json()}
-    checkpoint_format.write(other, {"epoch": 1, "model_state_dict": tiny.state_dict(), **fields})
-    grouped = tmp_path / "grouped.pt"
-    data = dict(checkpoint_format.read(original_file[0], text_model=str(MINILM)).data)
+    checkpoint_format.write(path, {"epoch": 1, "model_state_dict": tiny.state_dict(), **fields})
+    return path
+
+
+def grouped_checkpoint(folder: Path, original: Path) -> Path:
+    """The original preset's weights with the optimizer groups --backbone-lr / --text-lr make."""
+    data = dict(checkpoint_format.read(original, text_model=str(MINILM)).data)
     with torch.device("meta"):
         model = build_model(ModelConfig.from_dict(data["model_config"]), tokenizer())
     params = list(range(len(list(model.parameters()))))
     groups = [{"lr": 3e-4, "lr_scale": s, "params": p} for s, p in ((1.0, params[:5]), (0.1, params[5:]))]
-    checkpoint_format.write(grouped, {**data, "optimizer_state_dict": {"state": {}, "param_groups": groups}})
+    path = folder / "grouped.pt"
+    checkpoint_format.write(path, {**data, "optimizer_state_dict": {"state": {}, "param_groups": groups}})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda folder, _: tiny_checkpoint(folder), "tiny.pt is a model of the 'tiny' preset; only the `original`"),
+        pytest.param(
+            grouped_checkpoint,
+            "grouped.pt was trained with 2 learning-rate groups (--backbone-lr / --text-lr)",
+            marks=pytest.mark.slow,  # reads and writes the full-size ResNet-50
+        ),
+    ],
+)
+def test_export_refuses_other_presets_and_several_learning_rate_groups(original_file, tmp_path, capsys, make, message):
+    path = make(tmp_path, original_file[0])
     capsys.readouterr()
-    for path, message in (
-        (other, f"{other} is a model of the 'tiny' preset; only the `original` preset has the original system's model"),
-        (grouped, f"{grouped} was trained with 2 learning-rate groups (--backbone-lr / --text-lr)"),
-    ):
-        assert export(str(path), str(tmp_path / "out.pt")) == 2
-        err = capsys.readouterr().err
-        assert err.startswith(f"error: {message}") and err.count("\n") == 1
-        assert not (tmp_path / "out.pt").exists()
+    assert export(str(path), str(tmp_path / "out.pt")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / message}") and err.count("\n") == 1
+    assert not (tmp_path / "out.pt").exists()
