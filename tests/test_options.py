@@ -52,3 +52,8 @@ def test_the_paper_preset_trains_with_landmarks_and_the_crop_by_default():
     assert paper.landmarks == "mediapipe" and paper.crop == "foreground"
     assert TrainConfig(preset="tiny").landmarks == "none"
     assert TrainConfig(preset="paper", landmarks="none").landmarks == "none"  # the flag turns them off
+
+
+def test_the_original_preset_trains_with_its_own_landmark_detector():
+    assert TrainConfig(preset="original").landmarks == "original"
+    assert TrainConfig(preset="original", landmarks="none").landmarks == "none"

@@ -150,7 +150,9 @@ THREADS = Option(
 
 # ---- preprocessing --------------------------------------------------------------------------------------
 CROP = Option("--crop", choices=("none", "foreground", "yolo"), help="clothing crop backend")
-LANDMARKS = Option("--landmarks", choices=("none", "mediapipe"), help="landmark backend")
+LANDMARKS = Option(
+    "--landmarks", choices=("none", "mediapipe", "original"), help="landmark backend (original: the original system's)"
+)
 YOLO_WEIGHTS = Option("--yolo-weights", help="ultralytics weights file for --crop yolo", metavar="FILE")
 
 
