@@ -15,8 +15,8 @@ from rec_fixtures import tiny_checkpoint
 from fashionrec.cli.main import main
 from fashionrec.errors import UserError
 from fashionrec.index import Recommender, build_index
-from fashionrec.index.catalog import UnknownItem
 from fashionrec.index.manifest import load_manifest
+from fashionrec.index.store import UnknownItem
 
 
 @pytest.fixture(scope="module")
@@ -311,26 +311,24 @@ def test_cli_recommend_from_an_item_in_a_category(
 def test_an_index_built_by_fashionrec_0_1_keeps_working(tiny_ckpt: Path, demo_dir: Path, tmp_path: Path) -> None:
     """0.1 hashed the preprocessing with the model config into the fingerprint: such an index still answers
     and updates with the same checkpoint, and another model is still refused."""
-    import json
-
-    from fashionrec.index.manifest import MANIFEST
     from fashionrec.index.model_encoder import fingerprint
     from fashionrec.model import load_model
 
     images = shutil.copytree(demo_dir, tmp_path / "images")
     index = tmp_path / "index"
     build_index(tiny_ckpt, images, index, cache_dir=tmp_path / "cache", device="cpu")
-    raw = json.loads((index / MANIFEST).read_text())
+    manifest = load_manifest(index)
     model = load_model(tiny_ckpt)
     former = fingerprint(model, with_preprocess=True)
-    assert former != raw["checkpoint"]["fingerprint"]
-    raw["checkpoint"]["fingerprint"] = former
-    (index / MANIFEST).write_text(json.dumps(raw))
+    assert former != manifest.checkpoint["fingerprint"]
+    manifest.checkpoint["fingerprint"] = former
+    manifest.save(index)
 
     Recommender.open(tiny_ckpt, index, device="cpu").close()
     assert build_index(tiny_ckpt, images, index, cache_dir=tmp_path / "cache", device="cpu").encoded == 0
 
-    raw["checkpoint"]["fingerprint"] = fingerprint(model, with_preprocess=True)[::-1]
-    (index / MANIFEST).write_text(json.dumps(raw))
+    manifest = load_manifest(index)
+    manifest.checkpoint["fingerprint"] = former[::-1]
+    manifest.save(index)
     with pytest.raises(UserError, match="was built with checkpoint"):
         Recommender.open(tiny_ckpt, index, device="cpu")

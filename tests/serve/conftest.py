@@ -11,8 +11,8 @@ from rec_fixtures import SMALL_LIMITS, FakeEncoder, demo_images, solid_images, t
 from serve_helpers import live_server  # noqa: E402
 
 from fashionrec.index import Recommender, build_index  # noqa: E402
-from fashionrec.index.catalog import Catalog  # noqa: E402
 from fashionrec.index.categories import from_split_files  # noqa: E402
+from fashionrec.index.registry import open_catalog  # noqa: E402
 from fashionrec.serve.app import create_app  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def fake_recommender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recom
     categories["c000"] = ("even", "featured")
     images = solid_images(root / "images", 12)
     build_index(Path("unused"), images, root / "index", encoder=encoder, categories=categories)
-    recommender = Recommender(encoder, Catalog.open(root / "index"), SMALL_LIMITS)
+    recommender = Recommender(encoder, open_catalog(root / "index"), SMALL_LIMITS)
     yield recommender
     recommender.close()
 
