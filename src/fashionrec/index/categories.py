@@ -22,11 +22,12 @@ _SPLIT_FILE = re.compile(r"split\.(?P<category>[^.]+)\.[^.]+\.json")
 Categories = dict[str, tuple[str, ...]]
 
 
-def check_name(name: str, where: str) -> str:
+def check_name(name: str, where: str | None = None) -> str:
     """A category name as stored: non-blank, at most MAX_NAME_CHARS, no surrounding spaces."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_CHARS:
-        raise UserError(f"{where}: a category must be 1 to {MAX_NAME_CHARS} characters, got {name[:120]!r}")
+        prefix = f"{where}: " if where else ""
+        raise UserError(f"{prefix}a category must be 1 to {MAX_NAME_CHARS} characters, got {name[:120]!r}")
     return name
 
 

@@ -135,10 +135,10 @@ def check_url(text: str) -> str:
     return url
 
 
-def parse_categories(text: str, where: str = "category") -> tuple[str, ...]:
+def parse_categories(text: str) -> tuple[str, ...]:
     """`dress|shirt` -> ("dress", "shirt"); blank -> ()."""
     names = [part for part in text.split("|") if part.strip()]
-    return tuple(sorted({check_name(name, where) for name in names}))
+    return tuple(sorted({check_name(name) for name in names}))
 
 
 def parse_product(fields: Mapping[str, str]) -> Product:
