@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,20 +27,6 @@ def data() -> tuple[list[str], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     ids = [f"item/{i:04d}" for i in range(300)]
     return ids, unit(rng.standard_normal((300, 24))), unit(rng.standard_normal((5, 24)))
-
-
-@pytest.fixture
-def quick_folder(tmp_path: Path) -> Iterator[Path]:
-    """A folder for qdrant-client's local mode. It commits every point to SQLite separately, an fsync
-    each (about 25 ms on a disk here, 8 s for 300 points): on a tmpfs (/dev/shm) when there is one, which
-    changes where the files are, not how they are written and read back."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        folder = Path(tempfile.mkdtemp(prefix="fashionrec-qdrant-", dir=shm))
-        yield folder
-        shutil.rmtree(folder, ignore_errors=True)
-    else:
-        yield tmp_path / "qdrant"
 
 
 @pytest.fixture(params=["faiss", "qdrant"])

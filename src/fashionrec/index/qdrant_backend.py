@@ -57,9 +57,9 @@ def reachable(url: str) -> Iterator[None]:
     try:
         yield
     except UnexpectedResponse as e:
-        refused = e.status_code in (401, 403)
-        why = "it refused the API key (QDRANT_API_KEY, --qdrant-api-key-file)" if refused else str(e).splitlines()[0]
-        raise StoreUnavailable(f"the Qdrant server at {url} answered {why}") from None
+        if e.status_code in (401, 403):
+            raise StoreUnavailable(f"the Qdrant server at {url} refused the API key (QDRANT_API_KEY)") from None
+        raise StoreUnavailable(f"the Qdrant server at {url} answered {e.status_code} {e.reason_phrase}") from None
     except (ResponseHandlingException, OSError) as e:
         cause = getattr(e, "source", e)
         raise StoreUnavailable(
