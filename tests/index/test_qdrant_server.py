@@ -121,3 +121,44 @@ def test_index_and_recommend_within_a_category_through_a_server(
     assert [m.id for m in everything] == order
     scores = dict(zip(ids, vectors @ query, strict=True))
     np.testing.assert_allclose([m.score for m in everything], [scores[i] for i in order], rtol=1e-4, atol=1e-5)
+
+
+def test_a_lost_server_is_503_in_one_line_and_service_resumes_by_itself(
+    server: tuple[str, str], demo_dir: Path, tmp_path: Path
+) -> None:
+    """The server goes away under a running app (every connection cut, the port closed) and comes back."""
+    from urllib.parse import urlsplit
+
+    from fastapi.testclient import TestClient
+    from rec_fixtures import FakeEncoder
+    from tcp_proxy import tcp_proxy
+
+    from fashionrec.index.registry import open_catalog
+    from fashionrec.serve.app import create_app
+
+    url, collection = server
+    parts = urlsplit(url)
+    with tcp_proxy(parts.hostname, parts.port or 6333) as proxy:
+        relayed = f"{parts.scheme}://{proxy.address}"
+        build_index(
+            Path("unused"),
+            demo_dir,
+            tmp_path / "index",
+            encoder=FakeEncoder(),
+            backend="qdrant",
+            url=relayed,
+            collection=collection,
+        )
+        recommender = Recommender(FakeEncoder(), open_catalog(tmp_path / "index"))
+        query = {"data": {"item_id": "D000001", "text": "is red", "k": "5"}}
+        with TestClient(create_app(recommender)) as client:
+            assert client.post("/recommend", **query).status_code == 200
+            proxy.cut()
+            lost = client.post("/recommend", **query)
+            assert lost.status_code == 503 and "\n" not in lost.json()["error"] and relayed in lost.json()["error"]
+            health = client.get("/health")
+            assert health.status_code == 503 and health.json()["status"] == "unavailable"
+            proxy.restore()
+            assert client.post("/recommend", **query).status_code == 200
+            assert client.get("/health").json()["status"] == "ok"
+        recommender.close()

@@ -14,6 +14,7 @@ from rec_fixtures import SMALL_LIMITS, FakeEncoder
 
 from fashionrec.index import Recommender, build_index
 from fashionrec.index.registry import open_catalog
+from fashionrec.index.store import StoreUnavailable
 from fashionrec.serve.app import FORM_OVERHEAD, create_app
 
 
@@ -321,3 +322,44 @@ def test_openapi_document_and_docs_page(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/static/docs.js" in docs.text
     assert "default-src 'self'" in docs.headers["content-security-policy"]
+
+
+class StoreDown:
+    """The real service in front of a store that cannot be reached while `down` is set: what every route
+    sees of a lost database (the Qdrant and PostgreSQL tests lose real servers)."""
+
+    def __init__(self, service: Recommender) -> None:
+        self.service, self.limits, self.down = service, service.limits, True
+
+    def __getattr__(self, name: str):
+        method = getattr(self.service, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise StoreUnavailable("the catalog database at db.example cannot be reached (Connection refused)")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_store_that_cannot_be_reached_is_503_in_one_line_until_it_is_back(fake_recommender: Recommender) -> None:
+    service = StoreDown(fake_recommender)
+    with TestClient(create_app(service)) as client:
+        calls = [
+            lambda: post(client, png()),
+            lambda: post(client, item_id="c001"),
+            lambda: client.get("/items"),
+            lambda: client.get("/categories"),
+            lambda: client.get("/items/c001/image"),
+        ]
+        for call in calls:
+            response = call()
+            assert response.status_code == 503
+            assert response.json() == {
+                "error": "the catalog database at db.example cannot be reached (Connection refused)"
+            }
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        service.down = False  # the store is back: no restart
+        assert [call().status_code for call in calls] == [200] * len(calls)
+        assert client.get("/health").json()["status"] == "ok"
