@@ -178,7 +178,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         [str(rank), m.id, ",".join(m.categories), m.product.title or "", _price(m.product), f"{m.score:.4f}"]
         for rank, m in enumerate(matches, 1)
     ]
-    print(table(["rank", "id", "categories", "title", "price", "score"], rows, right=(0, 4, 5)))
+    print(table(["rank", "id", "categories", "title", "price", "score"], rows, right=(0, 5)))
     return 0
 
 
