@@ -127,8 +127,12 @@ def test_an_index_from_before_categories_loads_as_unknown(tmp_path: Path) -> Non
     raw.update(format=1)
     for name in ("digest", "embeddings_sha256"):
         del raw[name]
+    del raw["backend"]["sha256"]  # format 1 named the hash in the file name only
     raw["items"] = [
         {k: v for k, v in item.items() if k not in ("categories", "product", "source")} for item in raw["items"]
     ]
     (index / MANIFEST).write_text(json.dumps(raw))
     assert set(categories_of(index).values()) == {(UNKNOWN,)}
+    recommender = Recommender(FakeEncoder(), open_catalog(index))  # its files checked by the hash in their names
+    assert len(recommender.recommend((tmp_path / "images" / "c001.png").read_bytes(), "x", 2)) == 2
+    recommender.close()
