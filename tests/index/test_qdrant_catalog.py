@@ -23,7 +23,7 @@ from fashionrec.index import Recommender, build_index
 from fashionrec.index.items import Item, Product
 from fashionrec.index.manifest import MANIFEST, load_manifest
 from fashionrec.index.registry import open_catalog
-from fashionrec.index.store import StoreOptions, StoreUnavailable
+from fashionrec.index.store import StoreOptions, StoreUnavailable, UnknownItem
 
 
 @pytest.fixture
@@ -57,10 +57,8 @@ def test_ids_added_to_the_collection_after_a_server_loaded_it_are_answered(qdran
         vectors = np.load(index / manifest.embeddings)
         # What another process's build writes to the collection (local mode allows one client: this one's).
         backend = recommender.catalog._backend
-        red_vector = FakeEncoder().encode_images([Image.open(images / "red.png")])
-        backend.sync(
-            [*manifest.items, red], np.concatenate([vectors, red_vector]), changed=["red"], removed=[], reset=False
-        )
+        vectors = np.concatenate([vectors, FakeEncoder().encode_images([Image.open(images / "red.png")])])
+        backend.sync([*manifest.items, red], vectors, changed=["red"], removed=[], reset=False)
 
         matches = recommender.recommend((images / "c001.png").read_bytes(), "is red", 7)
         assert "red" in [m.id for m in matches] and recommender.catalog.count() == 6  # the manifest is as it was
@@ -68,6 +66,11 @@ def test_ids_added_to_the_collection_after_a_server_loaded_it_are_answered(qdran
         assert (found.product.title, found.categories) == ("Red", ("sale",))
         assert [m.id for m in recommender.recommend(None, "is red", 3, item_id="red")] != []
         assert recommender.image("red") == (data, "image/png")
+        # A record written by someone else never makes the server read a file outside the catalog.
+        stray = replace(red, id="stray", path="../../../etc/passwd")
+        backend.sync([*manifest.items, red, stray], np.concatenate([vectors, vectors[-1:]]), ["stray"], [], False)
+        with pytest.raises(UnknownItem, match="not under the catalog's images"):
+            recommender.image("stray")
     finally:
         recommender.close()
     assert "never-written-anywhere" not in "".join(p.read_text(errors="replace") for p in index.glob("*.json"))

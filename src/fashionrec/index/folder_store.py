@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -130,17 +130,23 @@ class FolderStore:
         return self._current().by_sha.get(sha256, [])
 
     def image(self, item: Item) -> bytes:
+        path = self.image_path(item)
         if item.source == "upload":
-            return read_verified(self.folder / UPLOADS / item.path, item.sha256)
+            return read_verified(path, item.sha256)
         try:
-            return (Path(self._current().manifest.images_root) / item.path).read_bytes()
+            return path.read_bytes()
         except OSError:
             raise UnknownItem(f"the image of item {item.id!r} is no longer on disk") from None
 
     def image_path(self, item: Item) -> Path:
+        """Under the images root (or `images/`) only: a record from elsewhere (a shared Qdrant collection)
+        never names another file."""
+        relative = PurePosixPath(item.path)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise UnknownItem(f"the image of item {item.id!r} is not under the catalog's images")
         if item.source == "upload":
-            return self.folder / UPLOADS / item.path
-        return Path(self._current().manifest.images_root) / item.path
+            return self.folder / UPLOADS / relative
+        return Path(self._current().manifest.images_root) / relative
 
     def search(
         self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
