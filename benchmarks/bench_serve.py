@@ -1,12 +1,13 @@
-"""`/recommend` latency and throughput of `fashionrec serve` with the tiny preset on CPU.
+"""`/recommend` latency and throughput of `fashionrec serve` with the tiny preset on CPU, per catalog store.
 
-    venv/bin/python benchmarks/bench_serve.py [--requests 200] [--concurrency 1 8]
+    venv/bin/python benchmarks/bench_serve.py [--requests 200] [--concurrency 1 8] [--stores faiss ...]
 
-Builds demo data, a random-init tiny checkpoint and its index (with the demo's categories) in a temp
-folder, starts the real `fashionrec serve` in a subprocess on a free loopback port, and sends queries
-from client threads, four kinds side by side: an uploaded photo, a catalog item as the reference
-(`item_id`), and each of those restricted to the reference's category. Prints p50/p99 latency and
-requests/s per kind and concurrency; writes .bench/serve.json.
+Builds demo data and a random-init tiny checkpoint in a temp folder, then for each store in `STORES` (a
+function that builds the demo catalog there and returns its location) starts the real `fashionrec serve`
+on it in a subprocess on a free loopback port, and sends queries from client threads, four kinds: an
+uploaded photo, a catalog item as the reference (`item_id`), and each of those restricted to the
+reference's category. Prints p50/p99 latency and requests/s per kind and concurrency, the stores side by
+side; writes .bench/serve.json.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,13 +30,11 @@ import numpy as np
 TEXTS = ["is red", "has long sleeves", "is blue and striped", "is a maxi dress", "is plain and black"]
 
 
-def prepare(work: Path, images: int) -> tuple[Path, Path, Path]:
-    """(checkpoint, index, images folder), reusing what an earlier run made."""
+def prepare(work: Path, images: int) -> tuple[Path, Path]:
+    """(checkpoint, images folder), reusing what an earlier run made."""
     import torch
 
     from fashionrec.data.demo import make_demo_data
-    from fashionrec.index import build_index
-    from fashionrec.index.categories import from_split_files
     from fashionrec.model import create_model, save_pretrained
 
     folder = work / "demo" / "images"
@@ -44,9 +44,22 @@ def prepare(work: Path, images: int) -> tuple[Path, Path, Path]:
     if not checkpoint.is_dir():
         torch.manual_seed(0)
         save_pretrained(create_model("tiny", TEXTS, pretrained=False), checkpoint)
-    categories = from_split_files(work / "demo")
-    build_index(checkpoint, folder, work / "index", cache_dir=work / "cache", device="cpu", categories=categories)
-    return checkpoint, work / "index", folder
+    return checkpoint, folder
+
+
+def faiss_catalog(work: Path, checkpoint: Path, folder: Path) -> str:
+    """The demo catalog in an index folder with FAISS (with the demo's categories)."""
+    from fashionrec.index import build_index
+    from fashionrec.index.categories import from_split_files
+
+    categories = from_split_files(folder.parent)
+    index = work / "index-faiss"
+    build_index(checkpoint, folder, index, cache_dir=work / "cache", device="cpu", categories=categories)
+    return str(index)
+
+
+# Each store compared: name -> build the demo catalog there, returning its location (`serve --index`).
+STORES: dict[str, Callable[[Path, Path, Path], str]] = {"faiss": faiss_catalog}
 
 
 # The demo's id prefix says its category.
@@ -77,7 +90,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(checkpoint: Path, index: Path, port: int, threads: int) -> subprocess.Popen:
+def start_server(checkpoint: Path, index: str, port: int, threads: int) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -86,7 +99,7 @@ def start_server(checkpoint: Path, index: Path, port: int, threads: int) -> subp
         "--checkpoint",
         str(checkpoint),
         "--index",
-        str(index),
+        index,
         "--port",
         str(port),
         "--device",
@@ -147,39 +160,53 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600, help="demo catalog size")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="the server's --threads (default: 1)")
+    parser.add_argument("--stores", nargs="+", choices=list(STORES), default=list(STORES), help="catalog stores")
     # Outside the repository, where a cleanup of .bench/ cannot pull the catalog from under the server.
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fashionrec-bench-serve")
     parser.add_argument("--out", type=Path, default=Path(".bench/serve.json"))
     args = parser.parse_args()
 
-    checkpoint, index, folder = prepare(args.work, args.images)
+    checkpoint, folder = prepare(args.work, args.images)
     references = sorted(folder.glob("*.png"))
-    port = free_port()
-    server = start_server(checkpoint, index, port, args.threads)
     rows = []
-    try:
-        url = f"http://127.0.0.1:{port}"
-        load(url, requests_of("upload", references, 20, args.k), 2)  # warm-up
-        for kind in KINDS:
-            queries = requests_of(kind, references, args.requests, args.k)
-            rows += [{"kind": kind, **load(url, queries, c)} for c in args.concurrency]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    for store in args.stores:
+        location = STORES[store](args.work, checkpoint, folder)
+        port = free_port()
+        server = start_server(checkpoint, location, port, args.threads)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            load(url, requests_of("upload", references, 20, args.k), 2)  # warm-up
+            for kind in KINDS:
+                queries = requests_of(kind, references, args.requests, args.k)
+                rows += [{"store": store, "kind": kind, **load(url, queries, c)} for c in args.concurrency]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     print(
         f"\n/recommend, tiny preset on CPU ({os.cpu_count()} CPUs, server --threads {args.threads}), "
-        f"{args.images}-item catalog in 3 categories, k={args.k}"
+        f"{args.images}-item catalog in 3 categories, k={args.k}, {args.requests} requests per row"
     )
-    print(f"{'reference':<20} {'concurrency':>11} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
-    for r in rows:
-        print(
-            f"{r['kind']:<20} {r['concurrency']:>11} {r['requests']:>9} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-            f"{r['requests_per_s']:>7.1f}"
-        )
+    print(side_by_side(rows, args.stores))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"cpus": os.cpu_count(), "threads": args.threads, "catalog": args.images, "k": args.k, "rows": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def side_by_side(rows: list[dict], stores: list[str]) -> str:
+    """One line per query kind and concurrency; p50, p99 and req/s of each store next to each other."""
+    cells = {(r["kind"], r["concurrency"], r["store"]): r for r in rows}
+    header = f"{'reference':<20} {'conc.':>5}" + "".join(
+        f" | {s + ' p50 ms':>14} {'p99 ms':>7} {'req/s':>6}" for s in stores
+    )
+    lines = [header]
+    for kind, concurrency in dict.fromkeys((r["kind"], r["concurrency"]) for r in rows):
+        line = f"{kind:<20} {concurrency:>5}"
+        for store in stores:
+            r = cells[(kind, concurrency, store)]
+            line += f" | {r['p50_ms']:>14.1f} {r['p99_ms']:>7.1f} {r['requests_per_s']:>6.1f}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from fashionrec.errors import UserError
@@ -65,6 +66,33 @@ def category_list(text: str) -> tuple[str, ...]:
         return tuple(parse_categories(text))
     except UserError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def readable_file(text: str) -> Path:
+    """A file that exists: checked when the command line is read, before anything loads."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no file at {text}")
+    return path
+
+
+def _checked(check: Callable[[str], str], text: str) -> str:
+    try:
+        return check(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def price(text: str) -> str:
+    from fashionrec.index.items import parse_price
+
+    return _checked(parse_price, text)
+
+
+def product_url(text: str) -> str:
+    from fashionrec.index.items import check_url
+
+    return _checked(check_url, text)
 
 
 @dataclass(frozen=True)
@@ -131,6 +159,14 @@ VOCAB = Option(
     "or a Hugging Face id (default: the Hugging Face cache, else downloaded)",
 )
 CACHE_DIR = Option("--cache-dir", default=DEFAULT_CACHE_DIR, help="preprocessing cache folder", metavar="DIR")
+
+# ---- catalog stores -------------------------------------------------------------------------------------
+QDRANT_API_KEY_FILE = Option(
+    "--qdrant-api-key-file",
+    type=readable_file,
+    metavar="FILE",
+    help="file holding the Qdrant API key (default: $QDRANT_API_KEY); never written into the index",
+)
 
 # ---- compute --------------------------------------------------------------------------------------------
 DEVICE = Option("--device", default=DEFAULT_DEVICE, help="auto, cpu, cuda or cuda:N")

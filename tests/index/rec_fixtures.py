@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from fashionrec.index.images import ImageLimits
+from fashionrec.index.items import Item
 
 # Small upload limits, so oversized uploads stay small in tests.
 SMALL_LIMITS = ImageLimits(max_bytes=50_000, max_pixels=300 * 300)
@@ -29,6 +30,12 @@ def labels(ids: list[str]) -> list[tuple[str, ...]]:
         (names[i % 6], "toptee") if i % 7 == 0 and names[i % 6] != "toptee" else (names[i % 6],)
         for i in range(len(ids))
     ]
+
+
+def records(ids: list[str], categories: list[tuple[str, ...]] | None = None) -> list[Item]:
+    """Item records for backend tests (their files play no part)."""
+    categories = categories or [("unknown",)] * len(ids)
+    return [Item(i, f"{i}.png", 1, 1, f"sha-{i}", names) for i, names in zip(ids, categories, strict=True)]
 
 
 def members(ids: list[str], categories: list[tuple[str, ...]], name: str) -> set[str]:
@@ -55,6 +62,9 @@ class FakeEncoder:
     def encode_catalog(self, paths: Mapping[str, Path], batch_size: int) -> np.ndarray:
         vectors = [self._vector(Image.open(p)) for p in paths.values()]
         return np.stack(vectors) if vectors else np.empty((0, 4), np.float32)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return np.stack([self._vector(image) for image in images])
 
     def prepare_query(self, image: Image.Image, text: str) -> np.ndarray:
         return self._vector(image)

@@ -15,8 +15,8 @@ from rec_fixtures import tiny_checkpoint
 from fashionrec.cli.main import main
 from fashionrec.errors import UserError
 from fashionrec.index import Recommender, build_index
-from fashionrec.index.catalog import UnknownItem
 from fashionrec.index.manifest import load_manifest
+from fashionrec.index.store import UnknownItem
 
 
 @pytest.fixture(scope="module")
@@ -311,26 +311,74 @@ def test_cli_recommend_from_an_item_in_a_category(
 def test_an_index_built_by_fashionrec_0_1_keeps_working(tiny_ckpt: Path, demo_dir: Path, tmp_path: Path) -> None:
     """0.1 hashed the preprocessing with the model config into the fingerprint: such an index still answers
     and updates with the same checkpoint, and another model is still refused."""
-    import json
-
-    from fashionrec.index.manifest import MANIFEST
     from fashionrec.index.model_encoder import fingerprint
     from fashionrec.model import load_model
 
     images = shutil.copytree(demo_dir, tmp_path / "images")
     index = tmp_path / "index"
     build_index(tiny_ckpt, images, index, cache_dir=tmp_path / "cache", device="cpu")
-    raw = json.loads((index / MANIFEST).read_text())
+    manifest = load_manifest(index)
     model = load_model(tiny_ckpt)
     former = fingerprint(model, with_preprocess=True)
-    assert former != raw["checkpoint"]["fingerprint"]
-    raw["checkpoint"]["fingerprint"] = former
-    (index / MANIFEST).write_text(json.dumps(raw))
+    assert former != manifest.checkpoint["fingerprint"]
+    manifest.checkpoint["fingerprint"] = former
+    manifest.save(index)
 
     Recommender.open(tiny_ckpt, index, device="cpu").close()
     assert build_index(tiny_ckpt, images, index, cache_dir=tmp_path / "cache", device="cpu").encoded == 0
 
-    raw["checkpoint"]["fingerprint"] = fingerprint(model, with_preprocess=True)[::-1]
-    (index / MANIFEST).write_text(json.dumps(raw))
+    manifest = load_manifest(index)
+    manifest.checkpoint["fingerprint"] = former[::-1]
+    manifest.save(index)
     with pytest.raises(UserError, match="was built with checkpoint"):
         Recommender.open(tiny_ckpt, index, device="cpu")
+
+
+def test_cli_products_reach_the_recommend_table_and_json(
+    built, tiny_ckpt: Path, demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root, _, _ = built
+    products = tmp_path / "products.csv"
+    products.write_text(
+        "id,category,title,price,currency,url,colour\n"
+        "D000001,dress|sale,Red dress,19.90,EUR,https://shop.example/d1,red\n"
+        "D000002,dress,Blue dress,5,,,\n"
+    )
+    index = tmp_path / "index"
+    build = ["index", "--checkpoint", str(tiny_ckpt), "--images", str(demo_dir), "--out", str(index)]
+    build += ["--cache-dir", str(root / "cache"), "--device", "cpu"]
+    assert main([*build, "--products", str(products)]) == 0
+    assert "dress 2, sale 1, unknown 46" in capsys.readouterr().out  # 48 demo images, no folders
+    query = ["recommend", "--checkpoint", str(tiny_ckpt), "--index", str(index), "--item", "D000003"]
+    query += ["--text", "is red", "--category", "sale", "--device", "cpu"]
+    assert main(query) == 0
+    header, row, *rest = capsys.readouterr().out.splitlines()
+    assert header.split() == ["rank", "id", "categories", "title", "price", "score"] and rest == []
+    assert row.split()[:6] == ["1", "D000001", "dress,sale", "Red", "dress", "19.90"] and " EUR  " in row
+    assert header.index("price") == row.index("19.90")  # columns line up
+    assert main([*query, "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result == {
+        "id": "D000001",
+        "path": str((demo_dir / "D000001.png").resolve()),
+        "score": result["score"],
+        "categories": ["dress", "sale"],
+        "title": "Red dress",
+        "price": "19.90",
+        "currency": "EUR",
+        "url": "https://shop.example/d1",
+        "attributes": {"colour": "red"},
+    }
+
+    old = tmp_path / "categories.csv"  # what --categories took: id,category rows, no header
+    old.write_text("D000001,coats\n")
+    assert main([*build, "--categories", str(old)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "note: --categories is now --products (the same file works)\n"
+    kept = next(i for i in load_manifest(index).items if i.id == "D000001")
+    assert kept.categories == ("coats",) and kept.product.title == "Red dress"  # details kept, categories given
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,price\nD000001,19,90\n")
+    assert main([*build, "--products", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {bad}: line 2: expected 2 cells (id,price), got 'D000001,19,90'\n"

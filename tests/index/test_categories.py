@@ -10,10 +10,11 @@ from PIL import Image
 from rec_fixtures import FakeEncoder, solid_images
 
 from fashionrec.errors import UserError
-from fashionrec.index import build_index
-from fashionrec.index.catalog import Catalog
-from fashionrec.index.categories import UNKNOWN, assign, from_csv, from_split_files, merge
+from fashionrec.index import Recommender, build_index
+from fashionrec.index.categories import UNKNOWN, assign, from_split_files, merge
 from fashionrec.index.manifest import MANIFEST, load_manifest
+from fashionrec.index.products import read_products
+from fashionrec.index.registry import open_catalog
 
 
 def test_split_files_give_every_split_and_both_categories_of_a_shared_image(tmp_path: Path) -> None:
@@ -57,37 +58,14 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def test_csv_with_or_without_header_and_an_id_on_several_rows(tmp_path: Path) -> None:
+def test_a_categories_file_of_earlier_releases_is_read_as_before(tmp_path: Path) -> None:
+    """`id,category` rows, with or without that header; an id on several rows is in several categories."""
     path = tmp_path / "c.csv"
     path.write_text("id,category\nB001, dress\n\nB002,shirt\nB002,toptee\n")
-    assert from_csv(path) == {"B001": ("dress",), "B002": ("shirt", "toptee")}
+    listing = read_products(path)
+    assert listing.categories == {"B001": ("dress",), "B002": ("shirt", "toptee")} and listing.products == {}
     path.write_text("sub/x,coats\n")
-    assert from_csv(path) == {"sub/x": ("coats",)}
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("id,category\nB001\n", "line 2: expected 'id,category'"),
-        ("B001,dress,extra\n", "line 1: expected 'id,category'"),
-        ("B001,   \n", "line 1: a category must be 1 to 100 characters"),
-        ("B001," + "x" * 101 + "\n", "a category must be 1 to 100"),
-        (",dress\n", "line 1: expected"),
-    ],
-)
-def test_bad_csv_rows_are_user_errors_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "c.csv"
-    path.write_text(text)
-    with pytest.raises(UserError, match=message):
-        from_csv(path)
-
-
-def test_missing_or_binary_csv_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="categories file not found"):
-        from_csv(tmp_path / "missing.csv")
-    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(UserError, match="cannot read the categories file"):
-        from_csv(tmp_path / "bin.csv")
+    assert read_products(path).categories == {"sub/x": ("coats",)}
 
 
 def test_given_beats_previous_beats_folder_beats_unknown() -> None:
@@ -125,27 +103,36 @@ def test_incremental_builds_keep_categories_and_apply_new_ones(tmp_path: Path) -
 
     report = build_index(Path("unused"), images, index, encoder=encoder, categories={"c001": ("shirt", "toptee")})
     assert report.encoded == 0 and categories_of(index)["c001"] == ("shirt", "toptee")
-    catalog = Catalog.open(index)
+    recommender = Recommender(encoder, open_catalog(index))
     try:
-        assert catalog.categories() == {"coats": 1, "dress": 1, "shirt": 1, "toptee": 1, UNKNOWN: 5}
-        total, page = catalog.page("toptee", 0, 10)
+        assert recommender.categories() == {"coats": 1, "dress": 1, "shirt": 1, "toptee": 1, UNKNOWN: 5}
+        total, page = recommender.items("toptee", 0, 10)
         assert total == 1 and [i.id for i in page] == ["c001"]
-        total, page = catalog.page(None, 2, 3)
+        total, page = recommender.items(None, 2, 3)
         assert total == 8 and [i.id for i in page] == ["c002", "c003", "c004"]
         with pytest.raises(UserError, match="unknown category 'coat'; this catalog has: coats, dress"):
-            catalog.page("coat", 0, 10)
+            recommender.items("coat", 0, 10)
     finally:
-        catalog.close()
+        recommender.close()
 
     report = build_index(Path("unused"), images, index, encoder=encoder, rebuild=True)
     assert categories_of(index)["c000"] == (UNKNOWN,)  # a rebuild forgets what no source says
 
 
 def test_an_index_from_before_categories_loads_as_unknown(tmp_path: Path) -> None:
+    """A format-1 manifest (no digest, no product details) whose items have no categories."""
     index = tmp_path / "index"
     build_index(Path("unused"), solid_images(tmp_path / "images", 3), index, encoder=FakeEncoder())
     raw = json.loads((index / MANIFEST).read_text())
-    for item in raw["items"]:
-        del item["categories"]
+    raw.update(format=1)
+    for name in ("digest", "embeddings_sha256"):
+        del raw[name]
+    del raw["backend"]["sha256"]  # format 1 named the hash in the file name only
+    raw["items"] = [
+        {k: v for k, v in item.items() if k not in ("categories", "product", "source")} for item in raw["items"]
+    ]
     (index / MANIFEST).write_text(json.dumps(raw))
     assert set(categories_of(index).values()) == {(UNKNOWN,)}
+    recommender = Recommender(FakeEncoder(), open_catalog(index))  # its files checked by the hash in their names
+    assert len(recommender.recommend((tmp_path / "images" / "c001.png").read_bytes(), "x", 2)) == 2
+    recommender.close()

@@ -19,6 +19,7 @@ from PIL import Image
 
 import fashionrec
 from fashionrec.index import Recommender, build_index
+from fashionrec.index.folder_store import LOCK
 from fashionrec.index.manifest import MANIFEST, load_manifest
 
 pytestmark = pytest.mark.slow  # starts `fashionrec index` processes
@@ -109,4 +110,5 @@ def test_a_killed_build_leaves_the_previous_index_answering_as_before(
     report = build_index(tiny_ckpt, images, index, cache_dir=cache, device="cpu")
     assert (report.items, report.encoded) == (51, 6)  # 48 + 3 new; 3 changed
     manifest = load_manifest(index)
-    assert sorted(p.name for p in index.iterdir()) == sorted([MANIFEST, manifest.embeddings, manifest.backend["file"]])
+    files = sorted([MANIFEST, LOCK, manifest.embeddings, manifest.backend["file"]])
+    assert sorted(p.name for p in index.iterdir()) == files

@@ -8,11 +8,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "index"))  # shared helpers
 from rec_fixtures import SMALL_LIMITS, FakeEncoder, demo_images, solid_images, tiny_checkpoint  # noqa: E402
-from serve_helpers import live_server  # noqa: E402
+from serve_helpers import DRESSES, live_server  # noqa: E402
 
 from fashionrec.index import Recommender, build_index  # noqa: E402
-from fashionrec.index.catalog import Catalog  # noqa: E402
 from fashionrec.index.categories import from_split_files  # noqa: E402
+from fashionrec.index.registry import open_catalog  # noqa: E402
 from fashionrec.serve.app import create_app  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def fake_recommender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recom
     categories["c000"] = ("even", "featured")
     images = solid_images(root / "images", 12)
     build_index(Path("unused"), images, root / "index", encoder=encoder, categories=categories)
-    recommender = Recommender(encoder, Catalog.open(root / "index"), SMALL_LIMITS)
+    recommender = Recommender(encoder, open_catalog(root / "index"), SMALL_LIMITS)
     yield recommender
     recommender.close()
 
@@ -34,12 +34,20 @@ def fake_recommender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recom
 @pytest.fixture(scope="session")
 def tiny_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Recommender, Path]]:
     """The real tiny model over an index of the demo images (16 per category, categories from the demo's
-    split files), and the images folder."""
+    split files, product details for the dresses), and the images folder."""
     root = tmp_path_factory.mktemp("tiny")
     checkpoint = tiny_checkpoint(root / "ckpt")
     images = demo_images(root / "demo")
     categories = from_split_files(images.parent)
-    build_index(checkpoint, images, root / "index", cache_dir=root / "cache", device="cpu", categories=categories)
+    build_index(
+        checkpoint,
+        images,
+        root / "index",
+        cache_dir=root / "cache",
+        device="cpu",
+        categories=categories,
+        products=DRESSES,
+    )
     recommender = Recommender.open(checkpoint, root / "index", device="cpu")
     yield recommender, images
     recommender.close()

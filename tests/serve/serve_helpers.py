@@ -1,4 +1,5 @@
-"""Shared by the tests in tests/serve: a real uvicorn in a background thread."""
+"""Shared by the tests in tests/serve: a real uvicorn in a background thread, and product details for the
+demo catalog."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ from contextlib import contextmanager
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from fashionrec.index.items import Product
+
+# Product details of the demo's dresses; one title holds markup, which the page must show as text.
+SCRIPT_TITLE = "<script>window.pwned = true</script><b>Party</b> dress"
+DRESSES = {
+    f"D{n:06d}": Product(
+        SCRIPT_TITLE if n == 5 else f"Dress no. {n}", f"{20 + n}.90", "EUR", f"https://shop.example/dress/{n}"
+    )
+    for n in range(16)
+}
 
 
 @contextmanager

@@ -13,7 +13,8 @@ from PIL import Image
 from rec_fixtures import SMALL_LIMITS, FakeEncoder
 
 from fashionrec.index import Recommender, build_index
-from fashionrec.index.catalog import Catalog
+from fashionrec.index.registry import open_catalog
+from fashionrec.index.store import StoreUnavailable
 from fashionrec.serve.app import FORM_OVERHEAD, create_app
 
 
@@ -65,11 +66,11 @@ def test_recommend_returns_k_ranked_results_with_fetchable_images(
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     image = client.get(results[0]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
-    assert image.content == fake_recommender.image_path(results[0]["id"]).read_bytes()
+    assert image.content == fake_recommender.image(results[0]["id"])[0]
 
 
 def test_a_catalog_image_is_not_recommended_to_itself(client: TestClient, fake_recommender: Recommender) -> None:
-    data = fake_recommender.image_path("c003").read_bytes()
+    data = fake_recommender.image("c003")[0]
     ids = [r["id"] for r in post(client, data, k="12").json()["results"]]
     assert "c003" not in ids and len(ids) == 11
 
@@ -156,7 +157,8 @@ def test_only_catalog_ids_reach_the_file_system(client: TestClient, url: str) ->
 
 
 def test_an_item_whose_file_vanished_is_404(client: TestClient, fake_recommender: Recommender, tmp_path: Path) -> None:
-    path = fake_recommender.image_path("c011")
+    catalog = fake_recommender.catalog
+    path = catalog.image_path(catalog.item("c011"))
     moved = path.rename(tmp_path / path.name)
     try:
         response = client.get("/items/c011/image")
@@ -181,7 +183,7 @@ def test_unexpected_errors_are_500_json_and_not_leaked(fake_recommender: Recomme
         def recommend(self, image: bytes | None, text: str, k: int, item_id=None, category=None):
             raise RuntimeError("secret internal detail")
 
-        image_path = fake_recommender.image_path
+        image = fake_recommender.image
         health = fake_recommender.health
         categories = fake_recommender.categories
         items = fake_recommender.items
@@ -198,13 +200,13 @@ def test_ids_with_folders_and_odd_characters_round_trip(tmp_path: Path) -> None:
         (tmp_path / "images" / name).write_bytes(png(colour=(len(name) * 20, 0, 0)))
     encoder = FakeEncoder()
     build_index(Path("unused"), tmp_path / "images", tmp_path / "index", encoder=encoder)
-    recommender = Recommender(encoder, Catalog.open(tmp_path / "index"), SMALL_LIMITS)
+    recommender = Recommender(encoder, open_catalog(tmp_path / "index"), SMALL_LIMITS)
     try:
         with TestClient(create_app(recommender)) as client:
             results = post(client, png(colour=(1, 2, 3)), k="3").json()["results"]
             assert {r["id"] for r in results} == {"sub dir/a #1", "é/b?x", "100%"}
             for r in results:
-                assert client.get(r["image_url"]).content == recommender.image_path(r["id"]).read_bytes()
+                assert client.get(r["image_url"]).content == recommender.image(r["id"])[0]
     finally:
         recommender.close()
 
@@ -215,13 +217,19 @@ def test_categories_are_listed_with_their_sizes(client: TestClient) -> None:
     }
 
 
+def listed(item_id: str, categories: list[str]) -> dict:
+    """An item without product details, as /items lists it."""
+    details = {"title": None, "price": None, "currency": None, "url": None, "attributes": {}}
+    return {"id": item_id, "categories": categories, "image_url": f"/items/{item_id}/image", **details}
+
+
 def test_items_are_paged_in_id_order_with_fetchable_images(client: TestClient, fake_recommender: Recommender) -> None:
     body = client.get("/items", params={"offset": 2, "limit": 3}).json()
     assert body["total"] == 12 and (body["offset"], body["limit"]) == (2, 3)
     assert [i["id"] for i in body["items"]] == ["c002", "c003", "c004"]
-    assert body["items"][0] == {"id": "c002", "categories": ["even"], "image_url": "/items/c002/image"}
+    assert body["items"][0] == listed("c002", ["even"])
     image = client.get(body["items"][1]["image_url"])
-    assert image.content == fake_recommender.image_path("c003").read_bytes()
+    assert image.content == fake_recommender.image("c003")[0]
     assert [i["id"] for i in client.get("/items").json()["items"]] == [f"c{i:03d}" for i in range(12)]
     assert client.get("/items", params={"offset": 12}).json()["items"] == []
     assert client.get("/items", params={"offset": "9" * 400}).json()["items"] == []
@@ -231,7 +239,7 @@ def test_items_of_one_category(client: TestClient) -> None:
     body = client.get("/items", params={"category": "odd", "offset": 4, "limit": 100}).json()
     assert body["total"] == 6 and [i["id"] for i in body["items"]] == ["c009", "c011"]
     featured = client.get("/items", params={"category": "featured"}).json()["items"]
-    assert featured == [{"id": "c000", "categories": ["even", "featured"], "image_url": "/items/c000/image"}]
+    assert featured == [listed("c000", ["even", "featured"])]
     assert client.get("/items", params={"category": ""}).json()["total"] == 12  # the page's "all categories"
 
 
@@ -261,9 +269,9 @@ def test_a_catalog_item_as_reference(client: TestClient, fake_recommender: Recom
     response = post(client, item_id="c003", k="11")
     assert response.status_code == 200
     results = response.json()["results"]
-    expected = fake_recommender.recommend(fake_recommender.image_path("c003").read_bytes(), "is red", 11)
+    expected = fake_recommender.recommend(fake_recommender.image("c003")[0], "is red", 11)
     assert [r["id"] for r in results] == [m.id for m in expected] and "c003" not in [r["id"] for r in results]
-    assert results[0]["categories"] == list(fake_recommender.catalog.items[results[0]["id"]].categories)
+    assert results[0]["categories"] == list(fake_recommender.catalog.item(results[0]["id"]).categories)
 
 
 def test_results_restricted_to_a_category(client: TestClient) -> None:
@@ -314,3 +322,44 @@ def test_openapi_document_and_docs_page(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/static/docs.js" in docs.text
     assert "default-src 'self'" in docs.headers["content-security-policy"]
+
+
+class StoreDown:
+    """The real service in front of a store that cannot be reached while `down` is set: what every route
+    sees of a lost database (the Qdrant and PostgreSQL tests lose real servers)."""
+
+    def __init__(self, service: Recommender) -> None:
+        self.service, self.limits, self.down = service, service.limits, True
+
+    def __getattr__(self, name: str):
+        method = getattr(self.service, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise StoreUnavailable("the catalog database at db.example cannot be reached (Connection refused)")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_store_that_cannot_be_reached_is_503_in_one_line_until_it_is_back(fake_recommender: Recommender) -> None:
+    service = StoreDown(fake_recommender)
+    with TestClient(create_app(service)) as client:
+        calls = [
+            lambda: post(client, png()),
+            lambda: post(client, item_id="c001"),
+            lambda: client.get("/items"),
+            lambda: client.get("/categories"),
+            lambda: client.get("/items/c001/image"),
+        ]
+        for call in calls:
+            response = call()
+            assert response.status_code == 503
+            assert response.json() == {
+                "error": "the catalog database at db.example cannot be reached (Connection refused)"
+            }
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        service.down = False  # the store is back: no restart
+        assert [call().status_code for call in calls] == [200] * len(calls)
+        assert client.get("/health").json()["status"] == "ok"

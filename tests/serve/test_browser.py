@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from serve_helpers import SCRIPT_TITLE
 
 from fashionrec.index import Recommender
 
@@ -133,7 +134,6 @@ def test_the_catalog_pages_and_the_whole_catalog_can_be_searched(page) -> None:
     assert {i[0] for i in ids} > {"D"}  # no category chosen: results from every category
 
 
-
 # Answers for the whole catalog arrive 0.8 s late; those for one category at once.
 SLOW_WHOLE_CATALOG = """() => {
   const fetchNow = window.fetch;
@@ -152,6 +152,7 @@ def test_a_late_answer_for_a_page_asked_before_does_not_replace_the_current_one(
     page.wait_for_timeout(1500)  # the late answer has come and gone
     assert page.locator("#page-info").inner_text() == "Items 1–16 of 16"
     assert set(page.locator("#catalog .category").all_inner_texts()) == {"dress"}
+
 
 def test_upload_a_photo_and_see_errors_from_the_server(page, tiny_service: tuple[Recommender, Path]) -> None:
     _, images = tiny_service
@@ -200,3 +201,31 @@ def test_the_api_docs_page_lists_every_endpoint_offline(browser, tiny_server: st
     assert {"image", "item_id", "text (required)", "k", "category"} <= set(fields)
     assert outside == []
     context.close()
+
+
+def test_cards_show_title_price_and_shop_link_and_catalog_text_stays_text(
+    page, tiny_service: tuple[Recommender, Path]
+) -> None:
+    recommender, _ = tiny_service
+    page.wait_for_selector("#category option[value=dress]", state="attached")
+    page.select_option("#category", "dress")
+    page.wait_for_function("() => document.getElementById('page-info').textContent === 'Items 1–16 of 16'")
+    party = page.locator("#catalog li", has=page.locator("button[data-id='D000005']"))
+    assert party.locator(".title").inner_text() == SCRIPT_TITLE  # shown as the characters it is
+    assert page.evaluate("window.pwned") is None and page.locator("#catalog script, #catalog b").count() == 0
+    assert party.locator(".price").inner_text() == "25.90 EUR"
+    link = party.locator("a.shop")
+    assert link.get_attribute("href") == "https://shop.example/dress/5" and link.get_attribute("target") == "_blank"
+    assert link.get_attribute("rel") == "noopener noreferrer" and link.inner_text() == "View in shop"
+
+    page.get_by_role("button", name="Start from D000003").click()
+    shown = ask(page, "is red", 6)
+    expected = recommender.recommend(None, "is red", 6, item_id="D000003", category="dress")
+    assert shown == [m.id for m in expected]
+    cards = page.locator("#results li")
+    for i, match in enumerate(expected):
+        product = match.product
+        assert cards.nth(i).locator(".title").inner_text() == product.title
+        assert cards.nth(i).locator(".price").inner_text() == f"{product.price} EUR"
+        assert cards.nth(i).locator("a.shop").get_attribute("href") == product.url
+    assert page.evaluate("window.pwned") is None

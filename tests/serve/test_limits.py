@@ -50,7 +50,7 @@ def form(image: bytes, text: str = "is red") -> bytes:
 
 @pytest.mark.parametrize("keep", [0.1, 0.9, -12])  # in the image, in the text part, before the last boundary
 def test_a_cut_off_upload_gets_its_own_message(client: TestClient, fake_recommender: Recommender, keep) -> None:
-    body = form(fake_recommender.image_path("c001").read_bytes())
+    body = form(fake_recommender.image("c001")[0])
     headers = {"content-type": "multipart/form-data; boundary=B"}
     whole = client.post("/recommend", content=body, headers=headers)
     assert whole.status_code == 200, whole.text

@@ -4,29 +4,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fashionrec import options as opt
+
+if TYPE_CHECKING:
+    from fashionrec.index.store import StoreOptions
+
+QDRANT_KEY_ENV = "QDRANT_API_KEY"
+
+
+class _CategoriesFlag(argparse.Action):
+    """`--categories FILE`, the earlier spelling of `--products FILE`: still read, with a one-line note."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, *_: Any) -> None:
+        print("note: --categories is now --products (the same file works)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("index", help="encode a folder of catalog images into a search index")
     p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint or model directory")
     p.add_argument("--images", required=True, type=Path, help="catalog folder (jpg/jpeg/png/webp, recursive)")
-    p.add_argument("--out", required=True, type=Path, help="index folder (created or updated)")
-    p.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss", help="vector store (default: faiss)")
+    p.add_argument("--out", required=True, metavar="INDEX", help="index folder (created or updated)")
+    p.add_argument(
+        "--backend",
+        choices=("faiss", "qdrant"),
+        help="vector store of the index folder (default: the one it has, else faiss)",
+    )
     p.add_argument("--url", help="qdrant: http(s)://host:port, or a folder for qdrant-client's local mode")
     p.add_argument("--collection", help="qdrant collection name")
     p.add_argument(
         "--approx-threshold",
-        type=int,
+        type=opt.positive_int,
         metavar="N",
         help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)",
     )
     p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
     opt.add_options(p, opt.BATCH, opt.CACHE_DIR, opt.DEVICE)
     # Preprocessing: the checkpoint's own unless overridden here.
-    opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS, opt.VOCAB)
+    opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS, opt.VOCAB, opt.QDRANT_API_KEY_FILE)
     p.add_argument(
         "--path-file",
         type=Path,
@@ -34,10 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="FashionIQ annotations folder: items get the categories its image_splits/ list them under",
     )
     p.add_argument(
-        "--categories",
-        type=Path,
+        "--products",
+        type=opt.readable_file,
         metavar="FILE",
-        help="CSV of id,category rows (default: what the index had, else the top sub-folder, else unknown)",
+        help="CSV with a header: id, category, title, price, currency, url, any other column an attribute "
+        "(default: what the index had; categories else the top sub-folder, else unknown)",
+    )
+    p.add_argument(
+        "--categories", dest="products", type=opt.readable_file, action=_CategoriesFlag, help=argparse.SUPPRESS
     )
     p.set_defaults(func=run_index)
 
@@ -49,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text", required=True, help='the change, e.g. "is red with long sleeves"')
     p.add_argument("-k", type=int, default=10, help="number of results, 1 to 100 (default: 10)")
     p.add_argument("--category", help="only items of this category (see `fashionrec index`'s summary)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON (every field, the image path too) instead of a table"
+    )
     p.set_defaults(func=run_recommend)
 
     p = subparsers.add_parser("serve", help="HTTP API and web page over an index")
@@ -58,30 +84,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     # One thread by default: concurrency comes from batching requests; more help a large model on its own CPU.
     opt.THREADS.with_default(1).add_to(p)
+    p.add_argument(
+        "--admin-token-file",
+        type=opt.readable_file,
+        metavar="FILE",
+        help="file holding the token that enables the /admin routes (default: $FASHIONREC_ADMIN_TOKEN; none: off)",
+    )
     p.set_defaults(func=run_serve)
 
 
 def _add_model_and_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint the index was built with")
-    p.add_argument("--index", required=True, type=Path, help="index folder from `fashionrec index`")
-    opt.add_options(p, opt.DEVICE, opt.VOCAB)
+    p.add_argument("--index", required=True, metavar="INDEX", help="index folder from `fashionrec index`")
+    opt.add_options(p, opt.DEVICE, opt.VOCAB, opt.QDRANT_API_KEY_FILE)
+
+
+def store_options(args: argparse.Namespace) -> StoreOptions:
+    """The catalog store settings of a command: the Qdrant API key from its file or QDRANT_API_KEY."""
+    from fashionrec.credentials import read_secret
+    from fashionrec.index.store import StoreOptions
+
+    key = read_secret(args.qdrant_api_key_file, QDRANT_KEY_ENV)
+    settings = {name: getattr(args, name, None) for name in ("backend", "url", "collection", "approx_threshold")}
+    return StoreOptions(**settings, qdrant_api_key=key)
 
 
 def run_index(args: argparse.Namespace) -> int:
     from fashionrec.index import build_index
-    from fashionrec.index.categories import from_csv, from_split_files, merge
+    from fashionrec.index.categories import from_split_files, merge
+    from fashionrec.index.products import read_products
 
     sources = [from_split_files(args.path_file)] if args.path_file else []
-    sources += [from_csv(args.categories)] if args.categories else []
-
+    listing = read_products(args.products) if args.products else None
+    sources += [listing.categories] if listing else []
+    options = store_options(args)
     report = build_index(
         args.checkpoint,
         args.images,
         args.out,
-        backend=args.backend,
-        url=args.url,
-        collection=args.collection,
-        approx_threshold=args.approx_threshold,
+        backend=options.backend,
+        url=options.url,
+        collection=options.collection,
+        approx_threshold=options.approx_threshold,
+        qdrant_api_key=options.qdrant_api_key,
         rebuild=args.rebuild,
         batch_size=args.batch,
         cache_dir=Path(args.cache_dir),
@@ -90,8 +135,11 @@ def run_index(args: argparse.Namespace) -> int:
         landmarks=args.landmarks,
         yolo_weights=args.yolo_weights,
         categories=merge(*sources) if sources else None,
+        products=listing.products if listing else None,
         text_model=args.text_model,
     )
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"index {args.out}: {report.summary()}")
     return 0
 
@@ -109,23 +157,62 @@ def run_recommend(args: argparse.Namespace) -> int:
         item_id=args.item,
         category=args.category,
         text_model=args.text_model,
+        options=store_options(args),
     )
     if args.json:
         results = [
-            {"id": m.id, "path": str(m.path), "score": round(m.score, 6), "categories": list(m.categories)}
+            {
+                "id": m.id,
+                "path": None if m.path is None else str(m.path),
+                "score": round(m.score, 6),
+                "categories": list(m.categories),
+                **m.product.to_json(),
+            }
             for m in matches
         ]
         reference = {"image": str(args.image)} if args.image else {"item": args.item}
         query = {**reference, "text": args.text, "k": args.k, "category": args.category}
-        print(json.dumps({**query, "results": results}, indent=2))
+        print(json.dumps({**query, "results": results}, indent=2, ensure_ascii=False))
         return 0
-    for rank, m in enumerate(matches, 1):
-        print(f"{rank:>3}  {m.score:.4f}  {m.id}  {','.join(m.categories)}  {m.path}")
+    rows = [
+        [str(rank), m.id, ",".join(m.categories), m.product.title or "", _price(m.product), f"{m.score:.4f}"]
+        for rank, m in enumerate(matches, 1)
+    ]
+    print(table(["rank", "id", "categories", "title", "price", "score"], rows, right=(0, 5)))
     return 0
 
 
+def _price(product: Any) -> str:
+    return " ".join(part for part in (product.price, product.currency) if part)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """Columns as wide as their widest cell, two spaces apart; columns in `right` aligned right."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    from fashionrec.serve.admin import read_admin_token
     from fashionrec.serve.server import serve
 
-    serve(args.checkpoint, args.index, args.host, args.port, args.device, args.threads, args.text_model)
+    token = read_admin_token(args.admin_token_file)
+    options = store_options(args)
+    serve(
+        args.checkpoint,
+        args.index,
+        args.host,
+        args.port,
+        args.device,
+        args.threads,
+        args.text_model,
+        admin_token=token,
+        options=options,
+    )
     return 0

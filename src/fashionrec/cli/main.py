@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "fashionrec.cli.train",
     "fashionrec.cli.evaluate",
     "fashionrec.cli.index",
+    "fashionrec.cli.catalog",
     "fashionrec.cli.demo",
     "fashionrec.cli.convert",
 )

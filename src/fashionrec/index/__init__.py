@@ -1,7 +1,9 @@
-"""Catalog index: encode images with the target block, search them with FAISS or Qdrant.
+"""Catalog index: encode images with the target block, keep them in a catalog store (a folder with FAISS or
+Qdrant, or a registered database), search them.
 
 `build_index` and `recommend` are the Python API behind `fashionrec index` / `fashionrec recommend`;
-`Recommender` keeps a model and an index loaded for a server.
+`Recommender` keeps a model and a catalog open for a server. `fashionrec.index.store` is the interface a
+store implements, `fashionrec.index.registry` maps a location to one.
 """
 
 from fashionrec.index.build import BuildReport, build_index

@@ -1,25 +1,35 @@
-"""`fashionrec index`: bring an index up to date with a folder of images, encoding only what changed."""
+"""`fashionrec index`: bring a catalog up to date with a folder of images, encoding only what changed.
+
+The plan (which files are new, changed or gone, each item's categories and product details) is the same
+for every store; the store applies it as one change (`CatalogStore.apply`)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
 from fashionrec.index import categories as category_sources
-from fashionrec.index.backends import new_backend
 from fashionrec.index.encoder import Encoder, same_model
-from fashionrec.index.manifest import MANIFEST, Item, Manifest, load_manifest
+from fashionrec.index.images import decode_image
+from fashionrec.index.items import Item, Product
+from fashionrec.index.registry import local_folder, open_catalog
 from fashionrec.index.scan import file_sha256, scan_images
+from fashionrec.index.store import (
+    CatalogDamaged,
+    CatalogState,
+    CatalogStore,
+    ChangeSet,
+    ModelInfo,
+    StoreOptions,
+    Upsert,
+)
 from fashionrec.options import DEFAULT_CACHE_DIR, DEFAULT_DEVICE
+
+SUMMARY_HIDDEN = ("kind", "file", "sha256", "approx_threshold")  # backend entry keys left out of the summary
 
 
 @dataclass(frozen=True)
@@ -30,9 +40,10 @@ class BuildReport:
     removed: int
     backend: dict[str, Any]
     categories: dict[str, int] = field(default_factory=dict)  # items per category
+    notes: tuple[str, ...] = ()  # damage found and repaired, one line each
 
     def summary(self) -> str:
-        extra = "".join(f", {k} {v}" for k, v in self.backend.items() if k not in ("kind", "file"))
+        extra = "".join(f", {k} {v}" for k, v in self.backend.items() if k not in SUMMARY_HIDDEN)
         counts = ", ".join(f"{name} {n}" for name, n in self.categories.items())
         return (
             f"{self.items} items ({self.encoded} encoded, {self.reused} unchanged, "
@@ -40,147 +51,161 @@ class BuildReport:
         )
 
 
+@dataclass
+class _Plan:
+    folder_items: list[Item]  # every image under the folder, in id order
+    encode: dict[str, Path]  # folder items whose vectors are computed again
+    uploads: list[Item]  # items added one by one (kept by the catalog), with this build's labels
+    encode_uploads: bool
+    removals: list[str]
+
+
 def build_index(
     checkpoint: Path,
     images: Path,
-    out: Path,
+    out: str | Path,
     *,
-    backend: str = "faiss",
+    backend: str | None = None,
     url: str | None = None,
     collection: str | None = None,
     approx_threshold: int | None = None,
+    qdrant_api_key: str | None = None,
     rebuild: bool = False,
     batch_size: int = 64,
     cache_dir: Path = Path(DEFAULT_CACHE_DIR),
     device: str = DEFAULT_DEVICE,
     encoder: Encoder | None = None,
     categories: Mapping[str, tuple[str, ...]] | None = None,
+    products: Mapping[str, Product] | None = None,
     text_model: str | None = None,
     **preprocess: Any,
 ) -> BuildReport:
-    """Index every image under `images` into `out` with the checkpoint's target block.
+    """Index every image under `images` into the catalog at `out` (a folder, or a registered URL) with the
+    checkpoint's target block.
 
-    `categories` (id -> category names, see `fashionrec.index.categories`) labels items; those it does not
-    name keep the categories the index had for them, else get their top folder's name, else "unknown".
+    `categories` (id -> names, see `fashionrec.index.categories`) and `products` (id -> details, see
+    `fashionrec.index.products`) label items; those they do not name keep what the catalog recorded for
+    them (categories: else their top folder's name, else "unknown"). Items added one by one (`fashionrec
+    catalog add`, the admin API) are kept.
 
-    A second run re-encodes only new or changed files and drops removed ones. FAISS indexes of more than
-    `approx_threshold` items (default 100,000) are IVF, tuned to recall@10 >= 0.95. `preprocess` (crop=...,
-    landmarks=..., yolo_weights=...) overrides what the checkpoint was trained with. `encoder` stands in
-    for loading `checkpoint` (tests, or a caller that has the model loaded); `text_model` is where
-    bert-base-uncased's vocabulary is, for the original system's checkpoints.
+    A second run re-encodes only new or changed files and drops removed ones; damaged stored vectors are
+    encoded again, a damaged vector index rebuilt from them. FAISS indexes of more than `approx_threshold`
+    items (default 100,000) are IVF, tuned to recall@10 >= 0.95. `backend` (with `url`, `collection`)
+    chooses the vector index of a folder catalog (default: the one it has, else FAISS). `preprocess`
+    (crop=..., landmarks=..., yolo_weights=...) overrides what the checkpoint was trained with. `encoder`
+    stands in for loading `checkpoint`; `text_model` is where bert-base-uncased's vocabulary is, for the
+    original system's checkpoints.
     """
-    images, out = Path(images), Path(out)
-    old = None if rebuild or not (out / MANIFEST).exists() else load_manifest(out)
-    # Opened first, so bad backend settings fail before the model loads.
-    store = new_backend(backend, out, url=url, collection=collection, approx_threshold=approx_threshold)
+    images = Path(images)
+    options = StoreOptions(backend, url, collection, approx_threshold, qdrant_api_key)
+    # Opened and scanned first, so bad settings and paths fail before the model loads.
+    store = open_catalog(out, options, create=True)
     try:
+        paths = scan_images(images, skip=local_folder(out))
+        if not paths:
+            raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
+        notes: list[str] = []
+        try:
+            state = store.state()
+        except CatalogDamaged as e:
+            state = None
+            notes.append(f"{e.problem}: the catalog is built again from the images")
+        notes += state.notes if state is not None else ()
         if encoder is None:
             from fashionrec.index.model_encoder import ModelEncoder
 
             encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, text_model, **preprocess)
-        if old is not None:
-            _check_same_model(old, encoder, out)
-        paths = scan_images(images, skip=out)
-        if not paths:
-            raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
-        items, reuse = _plan(paths, images, old, categories or {})
-        todo = {item.id: paths[item.id] for item in items if item.id not in reuse}
-        vectors = _assemble(items, reuse, old, out, todo, encoder.encode_catalog(todo, batch_size))
-        removed = [] if old is None else sorted({i.id for i in old.items} - set(paths))
-        before = {} if old is None else {i.id: i.categories for i in old.items}
-        changed = [item.id for item in items if item.id in todo or before.get(item.id) != item.categories]
-        in_place = old is not None and all(old.backend.get(k) == v for k, v in store.location.items())
-        entry = store.sync(
-            [item.id for item in items],
-            vectors,
-            changed=changed,
-            removed=removed,
-            reset=not in_place,
-            categories=[item.categories for item in items],
-        )
+        if state is not None and not rebuild:
+            _check_same_model(state.model, encoder, out)
+        plan = _plan(paths, images, state, rebuild, categories or {}, products or {})
+        changes = _changes(plan, state, store, encoder, batch_size, Path(checkpoint), images)
+        entry = store.apply(changes)
     finally:
         store.close()
-    embeddings = _write_embeddings(out, vectors)
-    Manifest(
-        checkpoint={"fingerprint": encoder.fingerprint, "path": str(Path(checkpoint).resolve())},
-        preprocess=encoder.preprocess,
-        dim=int(vectors.shape[1]),
-        images_root=str(images.resolve()),
-        embeddings=embeddings,
-        backend=entry,
-        items=items,
-    ).save(out)
-    _remove_stale(out, {embeddings, entry.get("file")})
+    items = plan.folder_items + plan.uploads
+    encoded = sum(change.vector is not None for change in changes.upserts)
     counts = Counter(name for item in items for name in item.categories)
-    return BuildReport(len(items), len(todo), len(reuse), len(removed), entry, dict(sorted(counts.items())))
+    return BuildReport(
+        len(items), encoded, len(items) - encoded, len(plan.removals), entry, dict(sorted(counts.items())), tuple(notes)
+    )
 
 
-def _check_same_model(old: Manifest, encoder: Encoder, out: Path) -> None:
+def _check_same_model(model: ModelInfo, encoder: Encoder, out: str | Path) -> None:
     """An update must not mix vectors of two models in one index."""
-    if not same_model(encoder, old.checkpoint["fingerprint"]) or old.preprocess["key"] != encoder.preprocess["key"]:
+    if not same_model(encoder, model.fingerprint) or model.preprocess["key"] != encoder.preprocess["key"]:
         raise UserError(
             f"{out} was built with another checkpoint or preprocessing "
-            f"({old.checkpoint['path']}, {old.preprocess['config']}); "
+            f"({model.checkpoint}, {model.preprocess['config']}); "
             "pass --rebuild to re-encode every image"
         )
 
 
 def _plan(
-    paths: dict[str, Path], images: Path, old: Manifest | None, given: Mapping[str, tuple[str, ...]]
-) -> tuple[list[Item], dict[str, int]]:
-    """The new item table, and for each item whose file has not changed its row in the old embeddings.
+    paths: dict[str, Path],
+    images: Path,
+    state: CatalogState | None,
+    rebuild: bool,
+    given: Mapping[str, tuple[str, ...]],
+    products: Mapping[str, Product],
+) -> _Plan:
+    """The new item table, and what must be encoded.
 
     Size and mtime vouch for a file only under the same root and path; otherwise, or when they differ,
-    the content hash decides, so a touched or moved-back file is not encoded again."""
-    previous = {} if old is None else {item.id: (item, row) for row, item in enumerate(old.items)}
-    labels = category_sources.assign(paths, given, {i: item.categories for i, (item, _) in previous.items()})
-    same_root = old is not None and old.images_root == str(images.resolve())
-    items, reuse = [], {}
+    the content hash decides, so a touched or moved-back file is not encoded again. A rebuild forgets
+    what earlier builds recorded about folder items; items added one by one keep theirs."""
+    previous = {} if state is None else {item.id: item for item in state.items}
+    recorded = {} if rebuild else previous
+    labels = category_sources.assign(paths, given, {i: item.categories for i, item in recorded.items()})
+    same_root = state is not None and state.images_root == str(images.resolve())
+    reuse = state is not None and state.vectors_reusable and not rebuild
+    folder_items, encode = [], {}
     for item_id, path in paths.items():
+        before = previous.get(item_id)
+        if before is not None and before.source == "upload":
+            continue  # added through the catalog itself, which keeps its image: the file does not replace it
         stat, rel = path.stat(), path.relative_to(images).as_posix()
-        before, row = previous.get(item_id, (None, -1))
         unchanged = (
             before is not None
             and same_root
             and (before.path, before.size, before.mtime_ns) == (rel, stat.st_size, stat.st_mtime_ns)
         )
         sha = before.sha256 if unchanged else file_sha256(path)
-        items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha, labels[item_id]))
-        if before is not None and before.sha256 == sha:
-            reuse[item_id] = row
-    return items, reuse
+        kept = recorded.get(item_id)
+        product = products.get(item_id, kept.product if kept is not None else Product())
+        folder_items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha, labels[item_id], product))
+        if not (reuse and before is not None and before.sha256 == sha):
+            encode[item_id] = path
+    uploads = [
+        replace(item, categories=given.get(item.id, item.categories), product=products.get(item.id, item.product))
+        for item in previous.values()
+        if item.source == "upload"
+    ]
+    removals = [i for i, item in previous.items() if item.source == "folder" and i not in paths]
+    return _Plan(folder_items, encode, uploads, not reuse, removals)
 
 
-def _assemble(
-    items: list[Item], reuse: dict[str, int], old: Manifest | None, out: Path, todo: dict[str, Path], fresh: np.ndarray
-) -> np.ndarray:
-    """Rows in item order: reused rows copied from the old embeddings, the rest from `fresh`."""
-    dim = fresh.shape[1] if old is None else old.dim
-    vectors = np.empty((len(items), dim), np.float32)
-    position = {item.id: row for row, item in enumerate(items)}
-    if reuse:
-        old_vectors = np.load(out / old.embeddings, mmap_mode="r", allow_pickle=False)
-        vectors[[position[i] for i in reuse]] = old_vectors[list(reuse.values())]
-    if todo:
-        vectors[[position[i] for i in todo]] = fresh
-    return vectors
-
-
-def _write_embeddings(out: Path, vectors: np.ndarray) -> str:
-    """Content-addressed, so the manifest that names it is the commit point of a build."""
-    buffer = io.BytesIO()
-    np.save(buffer, vectors, allow_pickle=False)
-    blob = buffer.getvalue()
-    name = f"embeddings-{hashlib.sha256(blob).hexdigest()[:16]}.npy"
-    atomic_write(out / name, lambda f: f.write(blob))
-    return name
-
-
-def _remove_stale(out: Path, keep: set[str | None]) -> None:
-    """Files of earlier builds, now that the new manifest no longer names them, and the temp files of
-    writes a killed build never finished (`fashionrec.atomic` names them `.<name>.<random>.tmp`)."""
-    stale = ("embeddings-*.npy", "faiss-*.index", f".{MANIFEST}.*.tmp", ".embeddings-*.tmp", ".faiss-*.tmp")
-    for pattern in stale:
-        for path in out.glob(pattern):
-            if path.name not in keep:
-                path.unlink()
+def _changes(
+    plan: _Plan,
+    state: CatalogState | None,
+    store: CatalogStore,
+    encoder: Encoder,
+    batch_size: int,
+    checkpoint: Path,
+    images: Path,
+) -> ChangeSet:
+    """The plan as one change: new vectors where encoded, field changes where only labels changed."""
+    vectors = dict(zip(plan.encode, encoder.encode_catalog(plan.encode, batch_size), strict=True))
+    if plan.encode_uploads and plan.uploads:
+        pictures = [decode_image(store.image(item)) for item in plan.uploads]
+        vectors.update(zip([item.id for item in plan.uploads], encoder.encode_images(pictures), strict=True))
+    previous = {} if state is None else {item.id: item for item in state.items}
+    upserts = [
+        Upsert(item, vectors.get(item.id))
+        for item in plan.folder_items + plan.uploads
+        if item.id in vectors or previous.get(item.id) != item
+    ]
+    dim = next(iter(vectors.values())).shape[0] if vectors else state.model.dim
+    model = ModelInfo(encoder.fingerprint, str(checkpoint.resolve()), encoder.preprocess, int(dim))
+    reset = plan.encode_uploads  # no stored vector is kept: every item is encoded
+    removals = [] if reset else plan.removals
+    return ChangeSet(upserts, removals, model=model, images_root=str(images.resolve()), reset=reset)

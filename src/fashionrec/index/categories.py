@@ -1,4 +1,5 @@
-"""Where a catalog item's categories come from: FashionIQ split files, an `id,category` CSV, or its folder.
+"""Where a catalog item's categories come from: FashionIQ split files, the products CSV
+(`fashionrec.index.products`), or its folder.
 
 An item may be in several categories: FashionIQ lists about 3,300 images under both shirt and toptee, and
 a category filter must find each of them under either.
@@ -6,7 +7,6 @@ a category filter must find each of them under either.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,11 +22,12 @@ _SPLIT_FILE = re.compile(r"split\.(?P<category>[^.]+)\.[^.]+\.json")
 Categories = dict[str, tuple[str, ...]]
 
 
-def check_name(name: str, where: str) -> str:
+def check_name(name: str, where: str | None = None) -> str:
     """A category name as stored: non-blank, at most MAX_NAME_CHARS, no surrounding spaces."""
     name = name.strip()
     if not name or len(name) > MAX_NAME_CHARS:
-        raise UserError(f"{where}: a category must be 1 to {MAX_NAME_CHARS} characters, got {name[:120]!r}")
+        prefix = f"{where}: " if where else ""
+        raise UserError(f"{prefix}a category must be 1 to {MAX_NAME_CHARS} characters, got {name[:120]!r}")
     return name
 
 
@@ -46,27 +47,6 @@ def from_split_files(path_file: Path) -> Categories:
         pairs += [(i, category) for i in ids]
     if not pairs:
         raise UserError(f"{folder} holds no split.<category>.<split>.json files")
-    return _group(pairs)
-
-
-def from_csv(path: Path) -> Categories:
-    """id -> categories from a CSV of `id,category` rows (an optional `id,category` header; an id on several
-    rows is in several categories)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise UserError(f"categories file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"cannot read the categories file {path}: {e}") from None
-    header = bool(rows) and [cell.strip().lower() for cell in rows[0]] == ["id", "category"]
-    pairs = []
-    for line, row in enumerate(rows[header:], 1 + header):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) != 2 or not row[0].strip():
-            raise UserError(f"{path}: line {line}: expected 'id,category', got {','.join(row)[:120]!r}")
-        pairs.append((row[0].strip(), check_name(row[1], f"{path}: line {line}")))
     return _group(pairs)
 
 

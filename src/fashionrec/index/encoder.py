@@ -24,6 +24,9 @@ class Encoder(Protocol):
         """Target-block vectors [N, d] (L2-normalised), in the order of `paths`. An unreadable file is a
         UserError naming it; the preprocessing cache keeps what was done, so the rerun resumes."""
 
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Target-block vectors [N, d] (L2-normalised) of decoded images: items added one by one."""
+
     def prepare_query(self, image: Image.Image, text: str) -> Any:
         """Per-request work (preprocessing, tokenising); thread-safe, runs outside the model lock."""
 

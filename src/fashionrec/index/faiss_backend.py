@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -12,8 +11,9 @@ import numpy as np
 
 from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
-from fashionrec.index.backends import Hit
-from fashionrec.index.categories import UNKNOWN
+from fashionrec.index.items import Item
+from fashionrec.index.manifest import content_name, name_hash, read_verified
+from fashionrec.index.store import CatalogDamaged, Hit, StoreOptions
 
 # A flat scan of 100k x 768 takes ~27 ms per query on one core (benchmarks/bench_search.py); above
 # that, IVF is tried and kept when it reaches TARGET_RECALL probing at most MAX_PROBE_FRACTION of its lists.
@@ -46,76 +46,94 @@ class FaissBackend:
         self.location: dict[str, Any] = {"kind": "faiss"}
         self.approx_threshold = approx_threshold
         self.target_recall = target_recall
-        self.ids: list[str] = []
-        self.index: Any = None
-        self._selectors: dict[str, tuple[int, Any]] = {}  # category -> (its item count, faiss IDSelector)
+        self._built: tuple[str, Any] | None = None  # (sha256, index) of the last sync: its searcher reads no file
 
     @classmethod
-    def open(
-        cls,
-        index_dir: Path,
-        entry: dict[str, Any],
-        ids: Sequence[str],
-        categories: Sequence[tuple[str, ...]] | None = None,
-    ) -> FaissBackend:
-        backend = cls(index_dir)
-        backend.index = _faiss().read_index(str(Path(index_dir) / entry["file"]))
-        if backend.index.ntotal != len(ids):
-            raise ValueError(f"{entry['file']} holds {backend.index.ntotal} vectors, manifest {len(ids)}")
-        if entry.get("nprobe"):
-            backend.index.nprobe = entry["nprobe"]
-        backend._set_items(ids, categories)
-        return backend
+    def location_from(cls, options: StoreOptions) -> dict[str, Any]:
+        return {"kind": "faiss"}
 
-    def _set_items(self, ids: Sequence[str], categories: Sequence[tuple[str, ...]] | None) -> None:
-        """Rows by category, as FAISS selectors: a filtered search scans only the category's rows."""
-        self.ids = list(ids)
-        rows: dict[str, list[int]] = {}
-        for row, names in enumerate(categories if categories is not None else [(UNKNOWN,)] * len(ids)):
-            for name in names:
-                rows.setdefault(name, []).append(row)
-        faiss = _faiss()
-        self._selectors = {
-            name: (len(members), faiss.IDSelectorBatch(np.asarray(members, np.int64))) for name, members in rows.items()
-        }
+    @classmethod
+    def connect(cls, location: dict[str, Any], index_dir: Path, options: StoreOptions) -> FaissBackend:
+        """A later sync keeps the threshold the index was built with, unless the options give one."""
+        threshold = options.approx_threshold or location.get("approx_threshold") or APPROX_THRESHOLD
+        return cls(index_dir, approx_threshold=threshold)
 
     def sync(
         self,
-        ids: Sequence[str],
+        items: Sequence[Item],
         vectors: np.ndarray,
         changed: Collection[str] = (),
         removed: Collection[str] = (),
         reset: bool = False,
-        categories: Sequence[tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
         faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         entry = dict(self.location)
-        self.index = None
-        if len(ids) > self.approx_threshold:
+        if self.approx_threshold != APPROX_THRESHOLD:
+            entry["approx_threshold"] = self.approx_threshold
+        index = None
+        if len(items) > self.approx_threshold:
             ivf = train_ivf(vectors)
             nprobe, recall = tune_nprobe(ivf, vectors, self.target_recall)
             tuned = {"nlist": ivf.nlist, "nprobe": nprobe, f"recall_at_{RECALL_K}": round(recall, 4)}
             if recall >= self.target_recall:
-                self.index = ivf
+                index = ivf
                 entry.update(type="ivf", **tuned)
             else:  # the target needs most lists scanned: an exact search is as fast
                 entry["ivf_rejected"] = tuned
-        if self.index is None:
-            self.index = faiss.IndexFlatIP(vectors.shape[1])
-            self.index.add(vectors)
+        if index is None:
+            index = faiss.IndexFlatIP(vectors.shape[1])
+            index.add(vectors)
             entry["type"] = "flat"
-        self._set_items(ids, categories)
-        blob = faiss.serialize_index(self.index).tobytes()
-        entry["file"] = f"faiss-{hashlib.sha256(blob).hexdigest()[:16]}.index"
+        blob = faiss.serialize_index(index).tobytes()
+        entry["file"], entry["sha256"] = content_name("faiss", blob, ".index")
         atomic_write(self.index_dir / entry["file"], lambda f: f.write(blob))
+        self._built = (entry["sha256"], index)
         return entry
+
+    def searcher(self, entry: dict[str, Any], items: Sequence[Item]) -> FaissSearcher:
+        """The index file is checked against its sha256 before FAISS parses a byte of it."""
+        path = self.index_dir / entry["file"]
+        if self._built is not None and self._built[0] == entry.get("sha256"):
+            index = self._built[1]
+        else:
+            blob = read_verified(path, entry.get("sha256") or name_hash(entry["file"]))
+            try:
+                index = _faiss().deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+            except RuntimeError as e:
+                raise CatalogDamaged(f"{path} is not a FAISS index ({str(e).splitlines()[0]})") from None
+        if index.ntotal != len(items):
+            raise CatalogDamaged(f"{path} holds {index.ntotal} vectors for {len(items)} items")
+        if entry.get("nprobe"):
+            index.nprobe = entry["nprobe"]
+        return FaissSearcher(index, items)
+
+    def close(self) -> None:
+        self._built = None
+
+
+class FaissSearcher:
+    """One version of the index with its items; never changed, so searches need no lock."""
+
+    def __init__(self, index: Any, items: Sequence[Item]) -> None:
+        self.index = index
+        self.items = list(items)
+        self._by_id = {item.id: item for item in self.items}
+        rows: dict[str, list[int]] = {}
+        for row, item in enumerate(self.items):
+            for name in item.categories:
+                rows.setdefault(name, []).append(row)
+        faiss = _faiss()
+        # Rows by category, as FAISS selectors: a filtered search scans only the category's rows.
+        self._selectors = {
+            name: (len(members), faiss.IDSelectorBatch(np.asarray(members, np.int64))) for name, members in rows.items()
+        }
 
     def search(
         self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
     ) -> list[list[Hit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        size, selector = (len(self.ids), None) if category is None else self._selectors.get(category, (0, None))
+        size, selector = (len(self.items), None) if category is None else self._selectors.get(category, (0, None))
         fetch = min(k + len(exclude), size)
         if fetch == 0:
             return [[] for _ in queries]
@@ -126,9 +144,15 @@ class FaissBackend:
             scores, rows = self.index.search(queries, fetch, params=self._params(selector, self.index.nlist))
         results = []
         for score_row, id_row in zip(scores, rows, strict=True):
-            hits = [(self.ids[r], float(s)) for s, r in zip(score_row, id_row, strict=True) if r >= 0]
-            results.append([h for h in hits if h[0] not in exclude][:k])
+            hits = [Hit(self.items[r], float(s)) for s, r in zip(score_row, id_row, strict=True) if r >= 0]
+            results.append([h for h in hits if h.item.id not in exclude][:k])
         return results
+
+    def get(self, item_id: str) -> Item | None:
+        return self._by_id.get(item_id)
+
+    def health(self) -> None:
+        """An index in memory is always there."""
 
     def _params(self, selector: Any, nprobe: int | None = None) -> Any:
         if selector is None:
@@ -137,10 +161,6 @@ class FaissBackend:
         if hasattr(self.index, "nprobe"):  # IVF: per-search parameters replace the index's own nprobe
             return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or self.index.nprobe)
         return faiss.SearchParameters(sel=selector)
-
-    def close(self) -> None:
-        self.index = None
-        self._selectors = {}
 
 
 def train_ivf(vectors: np.ndarray) -> Any:

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 from fashionrec.errors import UserError
 
 FORMATS = ("JPEG", "PNG", "WEBP")
+SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 # A large upload is decoded (JPEG) or shrunk right after decoding (PNG, WebP) to about this many pixels
 # on its shorter side: over four times the model's 224 px input, so crops keep their detail.
 DECODE_SIDE = 1024
@@ -90,6 +91,12 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
         raise UserError("the upload is not a JPEG, PNG or WebP image") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"the image could not be decoded; it may be truncated or corrupt ({e})") from e
+
+
+def image_suffix(data: bytes) -> str:
+    """The file extension of image bytes `decode_image` accepted (from the header alone)."""
+    with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+        return SUFFIXES[image.format]
 
 
 def _decoded_bytes(image: Image.Image) -> int:

@@ -122,6 +122,13 @@ class ModelEncoder:
                 bar.update(len(batch))
         return out
 
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Preprocessed as queries are (no cache: an item added through the server comes as bytes)."""
+        with self._preprocess_lock:
+            processed = [self._get_preprocessor().process(image) for image in images]
+        with torch.inference_mode():
+            return self.model.encode_target(*_image_tensors(processed, self.device)).cpu().numpy()
+
     def prepare_query(self, image: Image.Image, text: str) -> Query:
         with self._preprocess_lock:
             processed = for_query(self._get_preprocessor().process(image))

@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from fashionrec.errors import UserError
-from fashionrec.index.catalog import UnknownItem
 from fashionrec.index.categories import MAX_NAME_CHARS
 from fashionrec.index.images import ImageLimits, ImageTooLarge
-from fashionrec.index.manifest import Item
+from fashionrec.index.items import Item
 from fashionrec.index.recommend import MAX_K, MAX_TEXT_CHARS, Match
+from fashionrec.index.store import CatalogDamaged, DuplicateItem, StoreUnavailable, UnknownItem
+from fashionrec.serve.admin import add_admin_routes
 from fashionrec.serve.head import HeadAsGet
 from fashionrec.serve.limits import BodyLimit
+from fashionrec.serve.models import ERRORS, Categories, ItemPage, Results, error, item_json
 
 STATIC = Path(__file__).parent / "static"
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries, headers and the text field, on top of the image
@@ -37,6 +37,14 @@ PAGE_HEADERS = {
 }
 MAX_PAGE = 100  # catalog items per GET /items
 log = logging.getLogger(__name__)
+# Most specific first: the status each kind of UserError is answered with (the rest are 400).
+STATUS = (
+    (ImageTooLarge, 413),
+    (UnknownItem, 404),
+    (DuplicateItem, 409),
+    (StoreUnavailable, 503),
+    (CatalogDamaged, 503),
+)
 
 
 class RecommendService(Protocol):
@@ -48,7 +56,7 @@ class RecommendService(Protocol):
         self, image: bytes | None, text: str, k: int, *, item_id: str | None = None, category: str | None = None
     ) -> list[Match]: ...
 
-    def image_path(self, item_id: str) -> Path: ...
+    def image(self, item_id: str) -> tuple[bytes, str]: ...
 
     def categories(self) -> dict[str, int]: ...
 
@@ -56,39 +64,11 @@ class RecommendService(Protocol):
 
     def health(self) -> dict[str, Any]: ...
 
+    def add_item(self, fields: Mapping[str, str], image: bytes) -> Item: ...
 
-class CatalogItem(BaseModel):
-    id: str
-    categories: list[str]
-    image_url: str
+    def update_item(self, item_id: str, fields: Mapping[str, str], image: bytes | None) -> Item: ...
 
-
-class Result(CatalogItem):
-    score: float
-
-
-class Results(BaseModel):
-    results: list[Result]
-
-
-class ItemPage(BaseModel):
-    items: list[CatalogItem]
-    total: int  # items in the category (or catalog) in all
-    offset: int
-    limit: int
-
-
-class Category(BaseModel):
-    name: str
-    items: int
-
-
-class Categories(BaseModel):
-    categories: list[Category]
-
-
-class Error(BaseModel):
-    error: str
+    def remove_item(self, item_id: str) -> None: ...
 
 
 # /recommend reads its form itself (to bound it and to answer in its own words), so its fields are
@@ -113,18 +93,10 @@ RECOMMEND_FORM = {
         },
     }
 }
-ERRORS = {status: {"model": Error} for status in (400, 404, 413)}
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def image_url(item_id: str) -> str:
-    return f"/items/{quote(item_id)}/image"
-
-
-def create_app(service: RecommendService) -> FastAPI:
+def create_app(service: RecommendService, admin_token: str | None = None) -> FastAPI:
+    """The app; `admin_token` enables the write routes under /admin (otherwise they answer 404)."""
     # FastAPI's own /docs loads Swagger UI from a CDN; ours is a static page reading /openapi.json.
     app = FastAPI(
         title="fashionrec",
@@ -139,6 +111,13 @@ def create_app(service: RecommendService) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> JSONResponse:
+        status = next((code for kind, code in STATUS if isinstance(exc, kind)), 400)
+        if status == 503:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error(status, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -159,14 +138,22 @@ def create_app(service: RecommendService) -> FastAPI:
         return FileResponse(STATIC / "docs.html", headers=PAGE_HEADERS)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health() -> JSONResponse:
+        """`status` "ok"; "degraded" while a newer catalog version failed its checks (`problems` says why;
+        the one loaded before is still served); "unavailable" (503) while the store cannot be reached."""
+        try:
+            report = await run_in_threadpool(service.health)
+        except StoreUnavailable as e:
+            return JSONResponse({"status": "unavailable", "error": str(e)}, status_code=503)
         # `threads`: the OpenMP threads torch's CPU kernels use in this process (what `--threads` set).
-        return {"status": "ok", **service.health(), "max_page": MAX_PAGE, "threads": torch.get_num_threads()}
+        extra = {"max_page": MAX_PAGE, "threads": torch.get_num_threads(), "admin": admin_token is not None}
+        return JSONResponse({**report, **extra})
 
-    @app.get("/categories", response_model=Categories)
+    @app.get("/categories", response_model=Categories, responses=ERRORS)
     async def categories() -> dict[str, Any]:
         """The catalog's categories and how many items each holds (an item may be in several)."""
-        return {"categories": [{"name": name, "items": n} for name, n in service.categories().items()]}
+        found = await run_in_threadpool(service.categories)
+        return {"categories": [{"name": name, "items": n} for name, n in found.items()]}
 
     @app.get("/items", response_model=ItemPage, responses=ERRORS)
     async def items(
@@ -175,12 +162,8 @@ def create_app(service: RecommendService) -> FastAPI:
         limit: int = Query(24, ge=1, le=MAX_PAGE, description="items to return"),
     ) -> Any:
         """A page of catalog items in id order, to browse for a starting item."""
-        try:
-            total, page = service.items(category or None, offset, limit)
-        except UserError as e:
-            return error(400, str(e))
-        listed = [{"id": i.id, "categories": list(i.categories), "image_url": image_url(i.id)} for i in page]
-        return {"items": listed, "total": total, "offset": offset, "limit": limit}
+        total, page = await run_in_threadpool(service.items, category or None, offset, limit)
+        return {"items": [item_json(i) for i in page], "total": total, "offset": offset, "limit": limit}
 
     @app.post("/recommend", response_model=Results, responses=ERRORS, openapi_extra=RECOMMEND_FORM)
     async def recommend(request: Request) -> JSONResponse:
@@ -194,36 +177,18 @@ def create_app(service: RecommendService) -> FastAPI:
         if isinstance(parsed, JSONResponse):
             return parsed
         image, text, k, fields = parsed
-        try:
-            matches = await run_in_threadpool(lambda: service.recommend(image, text, k, **fields))
-        except ImageTooLarge as e:
-            return error(413, str(e))
-        except UnknownItem as e:
-            return error(404, str(e))
-        except UserError as e:
-            return error(400, str(e))
-        results = [
-            {"id": m.id, "categories": list(m.categories), "score": m.score, "image_url": image_url(m.id)}
-            for m in matches
-        ]
-        return JSONResponse({"results": results})
+        matches = await run_in_threadpool(lambda: service.recommend(image, text, k, **fields))
+        return JSONResponse({"results": [{**item_json(m.item), "score": m.score} for m in matches]})
 
-    @app.get("/items/{item_id:path}/image")
-    async def item_image(item_id: str) -> FileResponse:
-        # The id is only ever a key into the catalog's table; the path comes from the index.
-        try:
-            path = service.image_path(item_id)
-        except KeyError:
-            raise HTTPException(404, f"no catalog item with id {item_id[:200]!r}") from None
-        if not path.is_file():
-            raise HTTPException(404, f"the image of item {item_id!r} is no longer on disk")
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(
-            path,
-            media_type=media_type,
-            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
-        )
+    @app.get("/items/{item_id:path}/image", responses=ERRORS)
+    async def item_image(item_id: str) -> Response:
+        # The id is only ever a key into the catalog; where the bytes are is the store's business.
+        data, media_type = await run_in_threadpool(service.image, item_id)
+        # Not cached for long: an item's picture can change through the admin API.
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=60"}
+        return Response(data, media_type=media_type, headers=headers)
 
+    add_admin_routes(app, service, admin_token)
     return app
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp
 
 from fashionrec.index.recommend import Recommender
+from fashionrec.index.store import StoreOptions
 from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.serve.app import create_app
 from fashionrec.serve.inflight import InFlightLimit
@@ -30,21 +31,28 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 def serve(
     checkpoint: Path,
-    index_dir: Path,
+    location: str | Path,
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = DEFAULT_DEVICE,
     threads: int = 1,
     text_model: str | None = None,
+    *,
+    admin_token: str | None = None,
+    options: StoreOptions | None = None,
 ) -> None:
+    """`admin_token` enables the admin routes; `options` carry store credentials (a Qdrant API key)."""
     import uvicorn
 
     set_cpu_threads(threads)
     return_freed_memory()
-    recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device, text_model=text_model)
+    recommender = Recommender.open(Path(checkpoint), location, device=device, text_model=text_model, options=options)
     try:
-        print(f"serving {len(recommender.catalog)} items on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-        uvicorn.Server(uvicorn_config(create_app(recommender), host, port)).run()
+        admin = "; admin routes on" if admin_token else ""
+        count = recommender.catalog.count()
+        print(f"serving {count} items on http://{host}:{port}/{admin} (Ctrl-C stops)", flush=True)
+        app = create_app(recommender, admin_token)
+        uvicorn.Server(uvicorn_config(app, host, port)).run()
     finally:
         recommender.close()
 

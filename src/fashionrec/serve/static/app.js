@@ -39,9 +39,29 @@ function label(ref) {
   return ref.upload ? "your photo" : ref.id;
 }
 
-// A clickable card: the whole card is one button, so Tab reaches it and Enter or Space activates it.
+// Catalog text is only ever set as textContent: a title holding markup shows as the characters it is.
+function span(className, text) {
+  const node = document.createElement("span");
+  node.className = className;
+  node.textContent = text;
+  return node;
+}
+
+// Only http(s) addresses become links (the server checks them too), never javascript: or data: ones.
+function productPage(url) {
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+  } catch (err) {
+    return null;
+  }
+}
+
+// A card: the picture and its text are one button (Tab reaches it, Enter or Space chooses it); the link to
+// the shop's product page sits beside it, opening in a new tab.
 function card(item, action, onChoose) {
   const li = document.createElement("li");
+  li.className = "item";
   const button = document.createElement("button");
   button.type = "button";
   button.className = "card";
@@ -50,26 +70,28 @@ function card(item, action, onChoose) {
   const img = document.createElement("img");
   img.src = item.image_url;
   img.alt = "";
+  button.append(img);
+  if (item.title) button.append(span("title", item.title));
   const caption = document.createElement("span");
   caption.className = "caption";
-  const id = document.createElement("span");
-  id.className = "id";
-  id.textContent = item.id;
-  caption.append(id);
-  if (item.score !== undefined) {
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = item.score.toFixed(3);
-    caption.append(score);
-  } else {
-    const category = document.createElement("span");
-    category.className = "category";
-    category.textContent = item.categories.join(", ");
-    caption.append(category);
-  }
-  button.append(img, caption);
+  caption.append(span("id", item.id));
+  if (item.score !== undefined) caption.append(span("score", item.score.toFixed(3)));
+  else caption.append(span("category", item.categories.join(", ")));
+  button.append(caption);
+  if (item.price) button.append(span("price", [item.price, item.currency].filter(Boolean).join(" ")));
   button.addEventListener("click", () => onChoose(item));
   li.append(button);
+  const href = item.url && productPage(item.url);
+  if (href) {
+    const link = document.createElement("a");
+    link.className = "shop";
+    link.href = href;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    link.textContent = "View in shop";
+    link.setAttribute("aria-label", `View ${item.title || item.id} in the shop (new tab)`);
+    li.append(link);
+  }
   return li;
 }
 
