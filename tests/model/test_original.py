@@ -159,11 +159,32 @@ def test_progress_and_final_files(trained):
     assert plain["best_recall"] == 0.25 and plain["train_losses"] == trained[3]["train_losses"]
 
 
+def test_their_recalls_are_recorded_as_measured_by_their_protocol(trained):
+    """train_optimized.py / resume_training.py files: their targets-of-the-validated-triplets protocol, and a
+    OneCycleLR; a file of their plain train.py (Adam (0.55, 0.999), no weight decay, no scheduler; recall within
+    each validation batch, at epoch 1 and every 5th) is told from its optimizer state."""
+    ours = convert_original(trained[3], "optimized_model_epoch_1_recall_0.2500.pt", text_model=str(MINILM))
+    assert (ours["val_protocols"], ours["best_protocol"], ours["original"]["constant_lr"]) == (
+        ["original"],
+        "original",
+        False,
+    )
+    adam = torch.optim.Adam(trained[0].parameters(), lr=4e-4, betas=(0.55, 0.999)).state_dict()
+    plain = {k: v for k, v in trained[3].items() if k != "scheduler_state_dict"}
+    plain |= {"optimizer_state_dict": adam, "epoch": 10, "val_recalls": [0.1, 0.2, 0.15]}
+    out = convert_original(plain, "model_epoch_10_recall_0.1500.pt", text_model=str(MINILM))
+    assert out["val_protocols"] == ["original-within-batch"] * 3 and out["best_protocol"] == "original-within-batch"
+    assert out["original"]["constant_lr"] and out["optimizer_state_dict"]["param_groups"][0]["betas"] == (0.55, 0.999)
+    adamw_without_schedule = {k: v for k, v in trained[3].items() if k != "scheduler_state_dict"}
+    assert not convert_original(adamw_without_schedule, "x.pt", text_model=str(MINILM))["original"]["constant_lr"]
+
+
 def test_weights_only_file_converts_without_training_state(trained):
     bare = dict(trained[3]["model_state_dict"])
     assert is_original_checkpoint(bare)
     out = convert_original(bare, "fashion_vlp.pt", text_model=str(MINILM))
     assert out["optimizer_state_dict"] is None and out["scheduler_state_dict"] is None and out["epoch"] == 0
+    assert (out["val_protocols"], out["best_protocol"], out["original"]["constant_lr"]) == ([], None, False)
 
 
 def test_fashionrec_checkpoints_are_not_original(converted):

@@ -27,6 +27,31 @@ def test_file_names_follow_the_guide(tmp_path):
     assert r.save_epoch(state(12), 12, 0.5).name == "resumed_model_epoch_12_recall_0.5000.pt"
 
 
+def test_best_files_of_another_protocol_are_named_by_it_and_never_replace_the_standard_ones(tmp_path):
+    m = CheckpointManager(tmp_path, "resumed_model")
+    first = m.save_epoch(state(1), 1, 0.9)
+    assert m.save_best(first, 0.9, "original").name == "best_resumed_model_original_recall_0.9000.pt"
+    second = m.save_epoch(state(2), 2, 0.2)
+    assert m.save_best(second, 0.2).name == "best_resumed_model_recall_0.2000.pt"
+    third = m.save_epoch(state(3), 3, 0.3)
+    m.save_best(third, 0.3)
+    assert sorted(p.name for p in tmp_path.glob("best_*")) == [
+        "best_resumed_model_original_recall_0.9000.pt",
+        "best_resumed_model_recall_0.3000.pt",
+    ]
+
+
+def test_a_folder_of_the_original_systems_plain_train_py_files_is_searched(tmp_path):
+    """Its train.py named them model_epoch_{E}_recall_{R}.pt (epoch 1, then every 5th)."""
+    for epoch in (1, 5, 10):
+        torch.save(state(epoch), tmp_path / f"model_epoch_{epoch}_recall_0.{epoch:04d}.pt")
+    torch.save(state(10), tmp_path / "best_model_recall_0.0010.pt")
+    assert parse_periodic(tmp_path / "model_epoch_10_recall_0.0010.pt").progress == (10, 0)
+    assert parse_periodic(tmp_path / "best_model_recall_0.0010.pt") is None
+    assert parse_periodic(tmp_path / "final_model_epoch_100_recall_0.3000.pt") is None
+    assert load_checkpoint(tmp_path, lambda _: None).path.name == "model_epoch_10_recall_0.0010.pt"
+
+
 def test_everything_saved_loads_with_weights_only(tmp_path):
     path = CheckpointManager(tmp_path, "optimized_model").save_epoch(state(1, 2.0), 1, 0.1)
     loaded = torch.load(path, weights_only=True)

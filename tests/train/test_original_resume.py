@@ -2,7 +2,8 @@
 on a checkpoint in the original's exact format (written by the spec of its model after two real AdamW +
 OneCycleLR steps, at reduced BERT width, keys under `_orig_mod.`), with annotations in its train.json /
 val.json layout (`feedback_tokens`) and its images folder. The original planned one epoch of two steps, so
-resuming to epoch 2 goes beyond its OneCycleLR."""
+resuming to epoch 2 goes beyond its OneCycleLR: where their resume_training.py stops ("Tried to step"),
+the run goes on at the schedule's final LR."""
 
 from __future__ import annotations
 
@@ -70,12 +71,13 @@ def resume_event(folder: Path) -> dict:
     return resume
 
 
-def test_resume_training_py_continues_their_run(their_file, data_flags):
+def test_resume_training_py_continues_their_run(their_file, data_flags, require):
+    require("mediapipe")
     folder, before = their_file.parent, sha256(their_file)
     theirs = torch.load(their_file, weights_only=True)
     converted = read(their_file, note=lambda _: None, text_model=str(MINILM))
-    run(sys.executable, "resume_training.py", "--checkpoint", str(their_file), *data_flags,
-        "--epochs", "2", "--batch", "2", "--gradient-accumulation", "1")  # fmt: skip
+    out = run(sys.executable, "resume_training.py", "--checkpoint", str(their_file), *data_flags,
+        "--epochs", "2", "--batch", "2", "--gradient-accumulation", "1", "--landmarks", "mediapipe")  # fmt: skip
 
     assert sha256(their_file) == before
     epoch_file = next(folder.glob("resumed_model_epoch_2_recall_*.pt"))
@@ -94,16 +96,23 @@ def test_resume_training_py_continues_their_run(their_file, data_flags):
     )
     assert adam_steps(resumed["optimizer_state_dict"]) == {pid: step + taken for pid, step in start.items()}
     assert set(adam_steps(theirs["optimizer_state_dict"]).values()) == {2.0}
-    # The LR continues from where their OneCycleLR ended: the LR of its last step, max_lr / (25 x 1e4) (the
-    # optimizer holds OneCycleLR's value one step past its end, which no step used).
+    # Their OneCycleLR goes on as saved: the next step takes the LR it left in the optimizer (as their script's
+    # does), and where their script stops, the run goes on at the final LR, max_lr / (25 x 1e4).
     event = resume_event(folder)
-    their_max_lr = theirs["optimizer_state_dict"]["param_groups"][0]["max_lr"]
-    assert event["lr"] == pytest.approx(their_max_lr / 2.5e5, rel=1e-12)
-    assert event["schedule"]["kind"] == "continuation" and event["schedule"]["start_lr"] == event["lr"]
+    their_group = theirs["optimizer_state_dict"]["param_groups"][0]
+    assert event["lr"] == their_group["lr"] and event["schedule"]["kind"] == "onecycle"
+    assert "resume_training.py would stop after step 3" in out.stdout
+    assert resumed["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(their_group["max_lr"] / 2.5e5)
+    assert resumed["scheduler_state_dict"]["total_steps"] == PLANNED_STEPS
+    # Their recalls were measured with their protocol, this run's with the standard one: best starts anew.
+    assert "validation protocol changes from original to fashioniq-standard" in out.stdout
+    assert resumed["val_protocols"] == ["original", "fashioniq-standard"]
+    # What the run trained with is what the checkpoint records, for index and serve to preprocess alike.
+    assert resumed["model_config"]["preprocess"]["landmarks"] == "mediapipe"
 
     model = load_model(epoch_file)
     assert isinstance(model, OriginalFashionVLP) and model.config.preset == "original"
-    assert model.config.text == SMALL_BERT
+    assert model.config.text == SMALL_BERT and model.config.preprocess["landmarks"] == "mediapipe"
 
 
 def test_run_resume_training_sh_continues_their_run(their_file, data_flags, tmp_path):

@@ -1,7 +1,7 @@
 """docs/resume.md's promises for a resume that changes the plan, checked on the run itself (in-process
 `main()` calls): the epoch in progress keeps its data order under another --batch, the continuation
-schedule starts at the LR in force (no jump) and ends at its end LR, and resuming a continuation again is
-bit-exact."""
+schedule starts at the LR in force (no jump) and ends at its end LR, AdamW's beta1 moves with it as in
+OneCycleLR's cycle, and resuming a continuation again is bit-exact."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from train_helpers import assert_same_training, final_checkpoint, load, run_main
 
 from fashionrec.cli.main import main
 from fashionrec.train import trainer as trainer_module
-from fashionrec.train.schedule import continuation_lr
+from fashionrec.train.schedule import continuation_beta1, continuation_lr
 
 TRIPLETS = 90  # small_data's dress training triplets
 START = "optimized_model_epoch_2_step_2.pt"  # 2 steps x 2 micro-batches x 8 = 32 samples into epoch 2
@@ -112,6 +112,24 @@ def test_continuation_starts_at_the_saved_lr_and_ends_at_its_end_lr(reference, e
     final = load(final_checkpoint(out, "resumed"))
     assert (final["epoch"], final["global_step"]) == (4, 8 + 24)
     assert lr_of(final_checkpoint(out, "resumed")) == pytest.approx(spec["end_lr"], rel=1e-12)
+
+
+def beta1_of(path: Path) -> float:
+    return load(path)["optimizer_state_dict"]["param_groups"][0]["betas"][0]
+
+
+def test_the_continuation_moves_beta1_with_its_lr(reference, extended):
+    """Not frozen where the saved optimizer left it: from the beta1 in force at the resume point (OneCycleLR's,
+    part-way back to 0.95) up to 0.95 at the last step, as the LR anneals."""
+    out = extended[0]
+    spec = events(out, "resume")[0]["schedule"]
+    assert spec["start_beta1"] == beta1_of(reference[0] / START) == events(out, "resume")[0]["beta1"]
+    steps = sorted(out.glob("resumed_model_epoch_*_step_*.pt"), key=lambda p: load(p)["global_step"])
+    betas = [beta1_of(reference[0] / START)] + [beta1_of(path) for path in steps]
+    for path in steps:
+        assert beta1_of(path) == pytest.approx(continuation_beta1(spec, load(path)["global_step"] - 8), rel=1e-12)
+    assert all(a < b for a, b in zip(betas, betas[1:], strict=False)) and 0.85 < betas[0] < 0.95
+    assert beta1_of(final_checkpoint(out, "resumed")) == pytest.approx(0.95, rel=1e-12)
 
 
 def test_the_last_step_of_a_onecycle_run_uses_max_lr_over_25e4(reference):

@@ -177,25 +177,93 @@ def test_original_format_needs_a_preset_and_its_onecycle_state_is_continued():
     assert math.isclose(cfg.lr, 3e-4)
 
 
-def test_a_used_up_original_onecycle_is_continued_not_stepped_past_its_end():
-    """Their plan was 2 steps, both taken: its OneCycleLR is read as it is (not stretched to the 3 steps our
-    own short plans get), so one more step is a plan change and a continuation from the LR its last step
-    used (not the value OneCycleLR leaves in the optimizer one step past its end)."""
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=2, pct_start=0.1)
-    for _ in range(2):
+def their_run(total: int, taken: int) -> tuple[dict, list[dict]]:
+    """The scheduler state and optimizer groups of the original system's run: OneCycleLR over `total`
+    steps (their max LR and pct_start) after `taken` steps."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=4e-4, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=total, pct_start=0.1)
+    for _ in range(taken):
         optimizer.step()
         scheduler.step()
-    groups = optimizer.state_dict()["param_groups"]
-    spec = original_schedule(scheduler.state_dict(), groups)
-    assert (spec["total_steps"], spec["pct_start"]) == (2, pytest.approx(0.1))
-    saved = Saved(
-        train_config=None, epoch=1, preset="original", global_step=2, schedule=spec, has_scheduler_state=True,
-        lr=groups[0]["lr"],
+    return scheduler.state_dict(), optimizer.state_dict()["param_groups"]
+
+
+def their_saved(total: int, taken: int, epoch: int) -> Saved:
+    state, groups = their_run(total, taken)
+    return Saved(
+        train_config=None, epoch=epoch, preset="original", global_step=taken,
+        schedule=original_schedule(state, groups), has_scheduler_state=True, lr=groups[0]["lr"],
+        beta1=groups[0]["betas"][0],
     )  # fmt: skip
-    cfg, changed = resume_settings(saved, {"epochs": 2, "batch": 2, "gradient_accumulation": 2}, "ckpts")
-    p = plan_resume(saved, cfg, changed, world_size=1, num_triplets=4, cpu_threads=None)
-    assert not p.keep_schedule and p.schedule["kind"] == "continuation"
-    assert (p.schedule["start_lr"], p.schedule["total_steps"]) == (pytest.approx(3e-4 / 2.5e5), 1)
-    assert groups[0]["lr"] > 1e3 * p.schedule["start_lr"]
-    assert "the checkpoint's schedule had ended, at LR 1.2e-09" in p.warnings[-1] and "pass --lr" in p.warnings[-1]
+
+
+def their_plan(saved: Saved, triplets: int, **flags):
+    cfg, changed = resume_settings(saved, flags, "ckpts")
+    return cfg, plan_resume(saved, cfg, changed, world_size=1, num_triplets=triplets, cpu_threads=None)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{"epochs": 20, "batch": 8, "gradient_accumulation": 2}, {"epochs": 12, "batch": 4, "gradient_accumulation": 4}],
+)
+def test_their_onecycle_goes_on_as_saved_whatever_the_flags(flags):
+    """Their resume_training.py builds a OneCycleLR for its own flags and loads the saved state over it: the
+    saved curve goes on, its total and position, and steps are counted on full groups only."""
+    saved = their_saved(total=100, taken=10 * 5, epoch=10)  # their run: 10 epochs x 5 steps of a 20-epoch plan
+    cfg, p = their_plan(saved, TRIPLETS, **flags)
+    assert p.keep_schedule and p.schedule == saved.schedule and p.warnings == []
+    assert p.policy == "the saved OneCycleLR continued (step 50 of 100)"
+    assert remaining_steps(cfg, TRIPLETS, 10, 0) == (cfg.epochs - 10) * (
+        math.ceil(TRIPLETS / cfg.batch) // cfg.gradient_accumulation
+    )
+
+
+def test_a_used_up_original_onecycle_goes_on_where_their_script_stops():
+    """Their plan was 2 steps, both taken: their script takes one step more with the LR OneCycleLR leaves in
+    the optimizer, then its scheduler raises "Tried to step"; here the saved schedule is kept (the same step)
+    and the run goes on at its final LR, with one line saying so."""
+    saved = their_saved(total=2, taken=2, epoch=1)
+    _, p = their_plan(saved, 8, epochs=2, batch=2, gradient_accumulation=1)
+    assert p.keep_schedule and p.schedule["kind"] == "onecycle" and p.schedule["total_steps"] == 2
+    (line,) = p.warnings
+    assert "the saved OneCycleLR plans 2 steps and this run reaches step 6" in line
+    assert "resume_training.py would stop after step 3" in line and "Tried to step" in line
+    assert "final LR 1.2e-09 for the 3 steps after it" in line and "--lr" in line
+    _, exactly = their_plan(saved, 2, epochs=2, batch=2, gradient_accumulation=1)
+    assert "this run ends with that step" in exactly.warnings[0]
+    _, within = their_plan(their_saved(total=4, taken=2, epoch=1), 4, epochs=2, batch=2, gradient_accumulation=1)
+    assert within.keep_schedule and within.warnings == []
+
+
+def test_their_file_without_scheduler_state_gets_a_new_onecycle_sized_their_way():
+    """`remaining epochs * len(loader) // ga` steps from where the run is, their max LR."""
+    saved = Saved(train_config=None, epoch=3, preset="original", global_step=0, has_scheduler_state=False)
+    cfg, p = their_plan(saved, 42, epochs=5, batch=4, gradient_accumulation=2)  # 11 micro-batches an epoch
+    assert not p.keep_schedule and p.schedule == onecycle_spec(3e-4, 2 * 11 // 2)
+    assert "new OneCycleLR (no scheduler state in the checkpoint) over 11 steps" in p.policy
+
+
+def test_their_plain_train_py_files_go_on_at_their_constant_lr():
+    """Adam at 4e-4, no schedule, no accumulation, no weight decay: the same LR (the optimizer keeps its betas),
+    unless --lr asks for another; a later resume keeps it."""
+    saved = Saved(train_config=None, epoch=5, preset="original", lr=4e-4, beta1=0.55, constant_lr=True)
+    cfg, p = their_plan(saved, TRIPLETS, epochs=8)
+    assert (cfg.gradient_accumulation, cfg.weight_decay) == (1, 0.0)
+    assert not p.keep_schedule and (p.schedule["kind"], p.schedule["lr"]) == ("constant", 4e-4)
+    assert "constant LR 0.0004 as the original system's train.py trained" in p.policy
+    assert their_plan(saved, TRIPLETS, epochs=8, lr=1e-4)[1].schedule["lr"] == 1e-4
+    later = Saved(
+        train_config=cfg.to_dict(), epoch=6, preset="original", global_step=5, schedule=p.schedule,
+        has_scheduler_state=True, lr=4e-4,
+    )  # fmt: skip
+    _, again = their_plan(later, TRIPLETS, epochs=9)
+    assert again.keep_schedule and again.schedule == p.schedule
+    assert their_plan(later, TRIPLETS, lr=2e-4)[1].schedule["lr"] == 2e-4
+
+
+def test_a_replanned_continuation_starts_from_the_beta1_in_force():
+    saved = saved_run(epoch=2, beta1=0.9)
+    _, _, p = plan(saved, epochs=6)
+    assert (p.schedule["start_beta1"], p.schedule["peak_beta1"], p.schedule["end_beta1"]) == (0.9, 0.9, 0.95)
+    assert "beta1 0.9 -> 0.9 -> 0.95" in p.policy
+    assert plan(saved, lr=1e-3)[2].schedule["peak_beta1"] == 0.85  # a new peak: beta1 where OneCycleLR has it

@@ -36,3 +36,15 @@ def recall_at_k(ranks: torch.Tensor, k: int) -> float:
     if ranks.numel() == 0:
         return 0.0
     return (ranks < k).float().mean().item()
+
+
+def diagonal_topk_recall(similarity: torch.Tensor, k: int) -> float:
+    """Fraction of queries i whose column i is among their row's top min(k, columns) by `torch.topk`: the
+    original system's count, each query's own target among the targets of all queries (ties broken as
+    topk breaks them). A row holding a NaN or an infinity is a miss."""
+    n = similarity.shape[0]
+    if n == 0:
+        return 0.0
+    top = similarity.float().topk(min(k, similarity.shape[1]), dim=1).indices
+    hits = (top == torch.arange(n).view(-1, 1)).any(dim=1) & torch.isfinite(similarity).all(dim=1)
+    return hits.float().mean().item()

@@ -55,13 +55,13 @@ def loader(dataset: Dataset, settings: EvalSettings) -> DataLoader:
     )
 
 
-def _autocast(settings: EvalSettings):
+def autocast(settings: EvalSettings):
     if settings.amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(settings.device.type, dtype=settings.amp_dtype)
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -88,8 +88,8 @@ def gather_shards(local: torch.Tensor, total: int, settings: EvalSettings) -> to
 def encode_gallery(model: FashionModel, ids: Sequence[str], cache: ImageCache, settings: EvalSettings) -> torch.Tensor:
     out = []
     for batch in loader(GalleryDataset(shard(ids, settings), cache), settings):
-        b = _to(batch, settings.device)
-        with _autocast(settings):
+        b = to_device(batch, settings.device)
+        with autocast(settings):
             out.append(model.encode_target(b["image"], b["crop"], b["landmarks"], b["landmark_mask"]).float().cpu())
     local = torch.cat(out) if out else torch.empty(0, model.config.d_model)
     return gather_shards(local, len(ids), settings)
@@ -103,8 +103,8 @@ def encode_queries(
     mine = shard(triplets, settings)
     dataset = TripletDataset(mine, cache, model.tokenizer, train=False, seed=settings.seed)
     for batch in loader(dataset, settings):
-        b = _to(batch, settings.device)
-        with _autocast(settings):
+        b = to_device(batch, settings.device)
+        with autocast(settings):
             f = model.encode_reference(
                 b["ref_image"],
                 b["ref_crop"],

@@ -51,7 +51,9 @@ class Progress:
     train_losses: list[float] = field(default_factory=list)
     val_recalls: list[float] = field(default_factory=list)
     val_recalls_at_50: list[float] = field(default_factory=list)
+    val_protocols: list[str] = field(default_factory=list)  # the validation protocol of each val_recalls entry
     best_recall: float = -1.0
+    best_protocol: str | None = None  # the protocol best_recall was measured with: only its numbers compare
     micro_splits: int = 1  # >1 after an out-of-memory error halved the micro-batch
 
 
@@ -148,9 +150,13 @@ def training_state(
     seed: int,
     train_config: dict[str, Any],
     threads: int,
+    pending_gradients: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """The dict a training checkpoint holds (its preprocessing lives in the model config only)."""
+    """The dict a training checkpoint holds (its preprocessing lives in the model config only).
+    `pending_gradients`: gradients accumulated but not yet stepped (the original system's stepping rule
+    carries an epoch's leftover micro-batches into the next epoch's first step), by parameter name."""
     p = progress
+    pending = {"pending_gradients": pending_gradients} if pending_gradients else {}
     return {
         "epoch": p.epoch,
         "model_state_dict": clean_state_dict(model.state_dict()),
@@ -175,6 +181,7 @@ def training_state(
         "train_config": {k: v for k, v in train_config.items() if k not in PREPROCESS_KEYS},
         "model_config": model.config.to_dict(),
         "tokenizer": model.tokenizer.to_json(),
+        **pending,
     }
 
 
@@ -209,6 +216,11 @@ class Checkpoint:
         return "original" in self.data
 
     @property
+    def trained_at_constant_lr(self) -> bool:
+        """The original system's plain train.py: Adam at a constant LR, no schedule (see original_format)."""
+        return bool((self.data.get("original") or {}).get("constant_lr"))
+
+    @property
     def epoch(self) -> int:
         return int(self.data["epoch"])
 
@@ -223,6 +235,11 @@ class Checkpoint:
     @property
     def scheduler_state(self) -> dict[str, Any] | None:
         return self.data.get("scheduler_state_dict") or None
+
+    @property
+    def pending_gradients(self) -> dict[str, torch.Tensor]:
+        """Gradients of micro-batches not stepped yet, by parameter name (empty for most checkpoints)."""
+        return dict(self.data.get("pending_gradients") or {})
 
     @property
     def scaler_state(self) -> dict[str, Any] | None:
@@ -352,6 +369,10 @@ def read(path: str | Path, note: Callable[[str], None] = _note, text_model: str 
     return Checkpoint(path, _migrate(data))
 
 
+def _same_tensor(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return a is not None and b is not None and torch.equal(a, b)
+
+
 def differences(a: Checkpoint, b: Checkpoint) -> list[str]:
     """Names of weights, optimizer tensors, LR groups and histories that differ (empty: the same training
     state, bit for bit)."""
@@ -367,6 +388,11 @@ def differences(a: Checkpoint, b: Checkpoint) -> list[str]:
         ]
     if oa.get("param_groups") != ob.get("param_groups"):
         diffs.append("optimizer.param_groups")
-    histories = ("epoch", "global_step", "best_recall", "train_losses", "val_recalls", "val_recalls_at_50")
+    pa, pb = a.pending_gradients, b.pending_gradients
+    diffs += [f"pending_gradients.{k}" for k in sorted(set(pa) | set(pb)) if not _same_tensor(pa.get(k), pb.get(k))]
+    histories = (
+        *("epoch", "global_step", "best_recall", "best_protocol"),
+        *("train_losses", "val_recalls", "val_recalls_at_50", "val_protocols"),
+    )
     diffs += [k for k in histories if a.data.get(k) != b.data.get(k)]
     return diffs

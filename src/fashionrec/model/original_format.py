@@ -7,7 +7,9 @@ DataParallel, or neither; the shared ResNet-50 listed twice), `optimizer_state_d
 `model.parameters()` in registration order, which lists the shared backbone once), `scheduler_state_dict`
 (OneCycleLR), `epoch`, `train_losses`, `val_recalls`, and `loss` / `recall_at_10`, or for final files
 `final_loss`, `final_recall_at_10`, `best_recall`, `training_time`. A bare state dict (what the original's
-feature extractor also accepts) is read as `model_state_dict` alone.
+feature extractor also accepts) is read as `model_state_dict` alone. Files of their first, plain `train.py`
+(Adam, constant LR, no scheduler state) are told apart by their optimizer state (`trained_at_constant_lr`),
+and each file's `val_recalls` are recorded with the protocol that measured them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ BERT = "reference_block.vlp_transformer."
 REBUILT_BUFFERS = (BERT + "embeddings.position_ids", BERT + "embeddings.token_type_ids")
 # Facts about the run kept for information under "original" (fashionrec's own fields get the rest).
 RUN_FACTS = ("loss", "recall_at_10", "final_loss", "final_recall_at_10", "best_recall", "training_time")
+# How their `val_recalls` were measured. `train_optimized.py`, `resume_training.py` and the later `train.py`:
+# each query's target ranked among the targets of the validated triplets (fashionrec's `--validation
+# original`). Their first, plain `train.py`: Recall@10 within each validation batch, averaged over batches.
+ORIGINAL_PROTOCOL = "original"
+WITHIN_BATCH_PROTOCOL = "original-within-batch"
+# What OneCycleLR writes into the optimizer's group; a run that never had a scheduler has none of it.
+SCHEDULER_GROUP_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
 
 
 def strip_wrappers(key: str) -> str:
@@ -82,6 +91,8 @@ def convert_original(ckpt: dict[str, Any], source: str, text_model: str | None =
     scheduler = ckpt.get("scheduler_state_dict")
     val_recalls = [float(r) for r in ckpt.get("val_recalls", [])]
     best = ckpt.get("best_recall", max(val_recalls, default=-1.0))
+    constant = trained_at_constant_lr(ckpt)
+    protocol = WITHIN_BATCH_PROTOCOL if constant else ORIGINAL_PROTOCOL
     return {
         "model_state_dict": {k: state[k] for k in expected},
         "optimizer_state_dict": _adamw_state(ckpt.get("optimizer_state_dict"), order, names, expected, source),
@@ -90,12 +101,14 @@ def convert_original(ckpt: dict[str, Any], source: str, text_model: str | None =
         "global_step": int(scheduler.get("last_epoch", 0)) if isinstance(scheduler, dict) else 0,
         "train_losses": [float(x) for x in ckpt.get("train_losses", [])],
         "val_recalls": val_recalls,
+        "val_protocols": [protocol] * len(val_recalls),
         "best_recall": float(best),
+        "best_protocol": protocol if val_recalls or "best_recall" in ckpt else None,
         "loss": ckpt.get("loss", ckpt.get("final_loss")),
         "recall_at_10": ckpt.get("recall_at_10", ckpt.get("final_recall_at_10")),
         "model_config": config.to_dict(),
         "tokenizer": tokenizer.to_json(),
-        "original": {"source": source, **{k: ckpt[k] for k in RUN_FACTS if k in ckpt}},
+        "original": {"source": source, "constant_lr": constant, **{k: ckpt[k] for k in RUN_FACTS if k in ckpt}},
     }
 
 
@@ -126,6 +139,18 @@ def _reindex(state: Mapping[int, Any], ids: Sequence[int], old: Sequence[str], n
     parameters without state (never had a gradient) stay without."""
     position = {name: i for i, name in enumerate(new)}
     return {position[name]: dict(state[pid]) for pid, name in zip(ids, old, strict=True) if pid in state}
+
+
+def trained_at_constant_lr(ckpt: dict[str, Any]) -> bool:
+    """A file of their plain `train.py`: Adam (betas (0.55, 0.999), no weight decay) at a constant LR of 4e-4,
+    told by its optimizer state: no scheduler state, and none of the entries a scheduler writes into the
+    optimizer's group, and no weight decay (their later scripts use AdamW with 0.01 and a OneCycleLR)."""
+    optimizer = ckpt.get("optimizer_state_dict")
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    if ckpt.get("scheduler_state_dict") or not isinstance(groups, list) or len(groups) != 1:
+        return False
+    group = groups[0]
+    return not any(key in group for key in SCHEDULER_GROUP_KEYS) and group.get("weight_decay", 0) == 0
 
 
 def _tie_backbone(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:

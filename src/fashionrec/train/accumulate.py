@@ -74,17 +74,22 @@ def restore_rng(state: RngState, device: torch.device) -> None:
 
 @dataclass
 class StepSnapshot:
-    """The RNG streams and model buffers at the start of a step: a retried step starts from here, and the
+    """The RNG streams and model buffers at the start of a step, and the gradients already accumulated when
+    there are any (a previous epoch's leftover micro-batches): a retried step starts from here, and the
     first pass of cached accumulation hands the buffers back unchanged."""
 
     module: nn.Module
     device: torch.device
     rng: RngState
     buffers: list[torch.Tensor]
+    grads: list[torch.Tensor | None] | None = None
 
     @classmethod
     def take(cls, module: nn.Module, device: torch.device) -> StepSnapshot:
-        return cls(module, device, capture_rng(device), [b.detach().clone() for b in module.buffers()])
+        params = list(module.parameters())
+        grads = [None if p.grad is None else p.grad.clone() for p in params]
+        pending = grads if any(g is not None for g in grads) else None
+        return cls(module, device, capture_rng(device), [b.detach().clone() for b in module.buffers()], pending)
 
     def restore_buffers(self) -> None:
         with torch.no_grad():
@@ -94,6 +99,9 @@ class StepSnapshot:
     def restore(self) -> None:
         restore_rng(self.rng, self.device)
         self.restore_buffers()
+        if self.grads is not None:
+            for param, grad in zip(self.module.parameters(), self.grads, strict=True):
+                param.grad = None if grad is None else grad.clone()
 
 
 def _no_sync(model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
@@ -131,20 +139,20 @@ def agreed(work: Callable[[], T], collective: bool, size: int) -> T:
     return result
 
 
-def _plain_micro_batch(parts: StepParts, chunk: Batch, last: bool, count: int) -> torch.Tensor:
+def _plain_micro_batch(parts: StepParts, chunk: Batch, last: bool, divisor: float) -> torch.Tensor:
     with _no_sync(parts.model, last):
         f_ref, f_tar = _forward(parts, chunk)
         loss = parts.loss_fn(f_ref, f_tar)
-        parts.scaler.scale(loss / count).backward()
+        parts.scaler.scale(loss / divisor).backward()
     return loss.detach()
 
 
-def plain_gradients(parts: StepParts, chunks: list[Batch]) -> list[torch.Tensor]:
-    """Each micro-batch's own loss, back-propagated at 1/N weight; returns the micro-batches' losses."""
+def plain_gradients(parts: StepParts, chunks: list[Batch], divisor: float) -> list[torch.Tensor]:
+    """Each micro-batch's own loss, back-propagated at 1/`divisor` weight; returns the micro-batches' losses."""
     losses = []
     for i, chunk in enumerate(chunks):
         last = i == len(chunks) - 1
-        work = partial(_plain_micro_batch, parts, chunk, last, len(chunks))
+        work = partial(_plain_micro_batch, parts, chunk, last, divisor)
         losses.append(agreed(work, last or parts.loss_is_collective, len(chunk["index"])))
     return losses
 
@@ -156,12 +164,13 @@ def _embed(parts: StepParts, chunk: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _embedding_gradients(
-    parts: StepParts, f_ref: torch.Tensor, f_tar: torch.Tensor
+    parts: StepParts, f_ref: torch.Tensor, f_tar: torch.Tensor, weight: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The step's loss and its (scaled) gradient with respect to every cached embedding."""
     f_ref, f_tar = f_ref.requires_grad_(), f_tar.requires_grad_()
     loss = parts.loss_fn(f_ref, f_tar)
-    grad_ref, grad_tar = torch.autograd.grad(parts.scaler.scale(loss), (f_ref, f_tar))
+    weighted = loss if weight == 1 else loss * weight
+    grad_ref, grad_tar = torch.autograd.grad(parts.scaler.scale(weighted), (f_ref, f_tar))
     return loss.detach(), grad_ref, grad_tar
 
 
@@ -173,9 +182,11 @@ def _replay_micro_batch(
         torch.autograd.backward((f_ref.float(), f_tar.float()), (grad_ref, grad_tar))
 
 
-def cached_gradients(parts: StepParts, chunks: list[Batch], snapshot: StepSnapshot) -> list[torch.Tensor]:
-    """The whole step's InfoNCE over cached embeddings (see the module doc); returns [the step's loss].
-    `snapshot` holds the buffers at the start of this attempt."""
+def cached_gradients(
+    parts: StepParts, chunks: list[Batch], snapshot: StepSnapshot, weight: float = 1.0
+) -> list[torch.Tensor]:
+    """The whole step's InfoNCE over cached embeddings (see the module doc), counted `weight` times; returns
+    [the step's loss]. `snapshot` holds the buffers at the start of this attempt."""
     embedded, streams = [], []
     for chunk in chunks:
         streams.append(capture_rng(parts.device))
@@ -184,7 +195,7 @@ def cached_gradients(parts: StepParts, chunks: list[Batch], snapshot: StepSnapsh
     snapshot.restore_buffers()  # the gradient pass updates running statistics, once
     f_ref, f_tar = (torch.cat(column) for column in zip(*embedded, strict=True))
     del embedded
-    work = partial(_embedding_gradients, parts, f_ref, f_tar)
+    work = partial(_embedding_gradients, parts, f_ref, f_tar, weight)
     loss, grad_ref, grad_tar = agreed(work, parts.loss_is_collective, len(f_ref))
     sizes = [len(chunk["index"]) for chunk in chunks]
     pieces = zip(chunks, streams, grad_ref.split(sizes), grad_tar.split(sizes), strict=True)
@@ -196,9 +207,16 @@ def cached_gradients(parts: StepParts, chunks: list[Batch], snapshot: StepSnapsh
     return [loss]
 
 
-def step_gradients(parts: StepParts, chunks: list[Batch], snapshot: StepSnapshot, cached: bool) -> list[torch.Tensor]:
-    """Accumulate one step's gradients (scaled by `parts.scaler`) into the parameters' `.grad`."""
-    return cached_gradients(parts, chunks, snapshot) if cached else plain_gradients(parts, chunks)
+def step_gradients(
+    parts: StepParts, chunks: list[Batch], snapshot: StepSnapshot, cached: bool, divisor: float | None = None
+) -> list[torch.Tensor]:
+    """Accumulate one step's gradients (scaled by `parts.scaler`) into the parameters' `.grad`. `divisor`:
+    the micro-batches of a full step (default: these chunks); each chunk's loss counts 1/divisor, so the
+    leftover micro-batches of an epoch weigh what they would in a full group (the original system's rule)."""
+    divisor = divisor or len(chunks)
+    if cached:
+        return cached_gradients(parts, chunks, snapshot, len(chunks) / divisor)
+    return plain_gradients(parts, chunks, divisor)
 
 
 def fallback_message(

@@ -4,8 +4,11 @@ inside them, and reading them back, is `fashionrec.model.checkpoint_format`'s).
 File names (prefix `optimized_model` for `train`, `resumed_model` for `resume`):
   {prefix}_epoch_{E}_recall_{R:.4f}.pt     end of epoch E (E epochs complete)
   {prefix}_epoch_{E}_step_{S}.pt           inside epoch E, after S of its optimizer steps
-  best_{prefix}_recall_{R:.4f}.pt          best validation Recall@10 so far (replaced only by a better one)
+  best_{prefix}_recall_{R:.4f}.pt          best validation Recall@10 so far (replaced only by a better one);
+  best_{prefix}_{protocol}_recall_...pt    the same, measured with another protocol than the standard one
   final_{prefix}_epoch_{E}_recall_{R:.4f}.pt
+The original system's plain train.py named its epoch files `model_epoch_{E}_recall_{R:.4f}.pt`: folders of
+them are searched too.
 Every write is atomic (temp file, fsync, rename, fsync of the folder): a crash mid-save leaves the previous
 files intact."""
 
@@ -25,8 +28,8 @@ from fashionrec.model.checkpoint_format import Checkpoint
 TRAIN_PREFIX = "optimized_model"
 RESUME_PREFIX = "resumed_model"
 
-EPOCH_RE = re.compile(r"^(?P<prefix>\w+?_model)_epoch_(?P<epoch>\d+)_recall_(?P<recall>[\d.]+)\.pt$")
-STEP_RE = re.compile(r"^(?P<prefix>\w+?_model)_epoch_(?P<epoch>\d+)_step_(?P<step>\d+)\.pt$")
+EPOCH_RE = re.compile(r"^(?P<prefix>(?:\w+?_)?model)_epoch_(?P<epoch>\d+)_recall_(?P<recall>[\d.]+)\.pt$")
+STEP_RE = re.compile(r"^(?P<prefix>(?:\w+?_)?model)_epoch_(?P<epoch>\d+)_step_(?P<step>\d+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,12 @@ class CheckpointManager:
         os.replace(tmp, dest)
         return dest
 
-    def save_best(self, source: Path, recall: float) -> Path:
-        """Replace this run's previous best file with a better one."""
-        dest = self._link_or_copy(source, f"best_{self.prefix}_recall_{recall:.4f}.pt")
-        for old in self.directory.glob(f"best_{self.prefix}_recall_*.pt"):
+    def save_best(self, source: Path, recall: float, protocol_tag: str = "") -> Path:
+        """Replace this run's previous best file of the same validation protocol with a better one
+        (`protocol_tag`: empty for the standard protocol, else the protocol's name)."""
+        stem = f"best_{self.prefix}_{protocol_tag}_recall_" if protocol_tag else f"best_{self.prefix}_recall_"
+        dest = self._link_or_copy(source, f"{stem}{recall:.4f}.pt")
+        for old in self.directory.glob(f"{stem}*.pt"):
             if old != dest and old.resolve() not in self.protected:
                 old.unlink()
         return dest

@@ -65,10 +65,7 @@ def load_training_data(cfg: TrainConfig, log=print) -> TrainingData:
 
 def build_cache(cfg: TrainConfig, data: TrainingData, image_size: int) -> ImageCache:
     """Preprocess every image the run needs, once; later epochs and runs only read the cache."""
-    config = PreprocessConfig(
-        image_size=image_size, crop=cfg.crop, landmarks=cfg.landmarks, yolo_weights=cfg.yolo_weights
-    )
-    cache = ImageCache(cfg.cache_dir, config)
+    cache = ImageCache(cfg.cache_dir, PreprocessConfig(image_size=image_size, **cfg.preprocessing()))
     cache.build(image_paths([*data.train_splits.values(), *data.val_splits.values()], cfg.path_folder))
     return cache
 

@@ -23,7 +23,7 @@ from fashionrec.train.distributed import DistContext
 from fashionrec.train.logs import RunLog
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.resume_plan import Saved, plan_resume, resume_settings
-from fashionrec.train.schedule import onecycle_spec, remaining_steps
+from fashionrec.train.schedule import current_beta1, current_lr, first_schedule
 from fashionrec.train.trainer import Trainer, TrainingStopped
 
 
@@ -90,12 +90,12 @@ def run_train(cfg: TrainConfig) -> Path | None:
     torch.manual_seed(cfg.seed)
     data = load_training_data(cfg, say)
     model = create_model(cfg.preset, data.train_texts(), cfg.pretrained, cfg.text_model, cfg.backbone_weights)
-    model.config.preprocess = {"crop": cfg.crop, "landmarks": cfg.landmarks, "yolo_weights": cfg.yolo_weights}
+    record_preprocessing(model, cfg)
     model = dist.model_from_rank0(model)
     dist.seed_rank(cfg.seed)
     cache = _shared_cache(cfg, data, model.config.image_size, dist)
     rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
-    spec = onecycle_spec(cfg.lr, remaining_steps(cfg, rank_samples, 0, 0))
+    spec = first_schedule(cfg, rank_samples)
     manager = CheckpointManager(cfg.output_dir, TRAIN_PREFIX, cfg.keep_last) if dist.is_main else None
     trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist)
     log = RunLog(cfg.output_dir, dist.is_main)
@@ -109,6 +109,12 @@ def run_train(cfg: TrainConfig) -> Path | None:
         return _run(trainer, log, say)
     finally:
         dist.close()
+
+
+def record_preprocessing(model: FashionModel, cfg: TrainConfig) -> None:
+    """What a run trains with is what its checkpoints record, resumes included: `index` and `serve`
+    preprocess images as the model's config says."""
+    model.config.preprocess = cfg.preprocessing()
 
 
 def _model_for_resume(ckpt: Checkpoint, cfg: TrainConfig, train_texts: list[str]) -> FashionModel:
@@ -145,6 +151,7 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     use_deterministic_kernels(cfg.deterministic)
     data = load_training_data(cfg, say)
     model = _model_for_resume(ckpt, cfg, data.train_texts())
+    record_preprocessing(model, cfg)
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
     cache = _shared_cache(cfg, data, model.config.image_size, dist)
     cpu_threads = threads if device.type == "cpu" else None
@@ -157,6 +164,9 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     )
     trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist)
     trainer.load_state(ckpt, plan.keep_schedule, plan.samples_in_epoch)
+    protocol_change = trainer.adopt_protocol()
+    if protocol_change:
+        say(protocol_change)
     p = trainer.progress
     where = f"epoch {p.epoch} complete" + (
         f", {p.samples_in_epoch} samples into epoch {p.epoch + 1}" if p.samples_in_epoch else ""
@@ -164,7 +174,7 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     best = f"{100 * p.best_recall:.2f}%" if p.best_recall >= 0 else "none yet"
     say(
         f"resuming from {source} ({where}, step {p.global_step}); previous best R@10 {best}; "
-        f"LR {trainer.optimizer.param_groups[0]['lr']:.3g}; {plan.policy}"
+        f"LR {current_lr(trainer.optimizer):.3g}, beta1 {current_beta1(trainer.optimizer):.3g}; {plan.policy}"
     )
     log = RunLog(cfg.output_dir, dist.is_main)
     log.event(
@@ -174,7 +184,8 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
         samples_in_epoch=p.samples_in_epoch,
         global_step=p.global_step,
         best_recall=p.best_recall,
-        lr=trainer.optimizer.param_groups[0]["lr"],
+        lr=current_lr(trainer.optimizer),
+        beta1=current_beta1(trainer.optimizer),
         schedule=spec,
         changed=changed,
         config=cfg.to_dict(),

@@ -16,6 +16,8 @@ from fashionrec.data.fashioniq import SPLITS
 from fashionrec.errors import UserError
 from fashionrec.model.config import PRESETS, preset_config
 
+VALIDATION_PROTOCOLS = ("standard", "original")
+
 
 def setting(option: opt.Option, *, changeable: bool) -> Any:
     """A TrainConfig field defined by its command-line `option`. `changeable`: a resume may set another
@@ -57,6 +59,17 @@ class TrainConfig:
             False,
             "validate on a fixed, seeded subset of queries against the full gallery",
             switch=True,
+        ),
+        changeable=True,
+    )
+    validation: str = setting(
+        opt.Option(
+            "--validation",
+            "standard",
+            "validation protocol: standard (FashionIQ: each category's gallery of unique images) or original (the "
+            "original system's number: each query's target among the targets of the validated triplets; with "
+            "--fast-validation its first 30 batches)",
+            choices=VALIDATION_PROTOCOLS,
         ),
         changeable=True,
     )
@@ -194,6 +207,10 @@ class TrainConfig:
             preset = preset_config(self.preset).preprocess
             self.crop = self.crop or preset["crop"]
             self.landmarks = self.landmarks or preset["landmarks"]
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The image preprocessing this run trains with: its cache is built with it and its model records it."""
+        return {"crop": self.crop, "landmarks": self.landmarks, "yolo_weights": self.yolo_weights}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -1,5 +1,10 @@
 """The training loop. A `Trainer` owns the model, optimizer, schedule, grad scaler and progress counters;
-its `state_dict()` is everything a bit-exact resume needs, and the checkpoint manager writes it."""
+its `state_dict()` is everything a bit-exact resume needs, and the checkpoint manager writes it.
+
+Stepping: an optimizer step covers `--gradient-accumulation` micro-batches. fashionrec's presets also step
+the partial group an epoch may end with; the `original` preset steps on full groups only and keeps the
+leftover micro-batches' gradients for the next epoch's first step, as the original system's loop does. Such
+a pending gradient is saved in the epoch-end checkpoint, so a resumed run stays bit-identical."""
 
 from __future__ import annotations
 
@@ -18,17 +23,19 @@ from tqdm import tqdm
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import TripletDataset
 from fashionrec.errors import UserError
-from fashionrec.eval.retrieval import EvalSettings, evaluate
+from fashionrec.eval.original_protocol import FAST_BATCHES, evaluate_original
+from fashionrec.eval.retrieval import STANDARD, EvalSettings, evaluate
 from fashionrec.model import checkpoint_format
 from fashionrec.model.checkpoint_format import Checkpoint, Progress, non_finite_tensors
 from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.original_format import ORIGINAL_PROTOCOL
 from fashionrec.train import distributed
 from fashionrec.train.accumulate import StepOutOfMemory, StepParts, StepSnapshot, fallback_message, step_gradients
 from fashionrec.train.checkpoint import CheckpointManager
 from fashionrec.train.data import ResumableSampler, TrainingData, make_loader
 from fashionrec.train.optim import build_optimizer, load_optimizer_state
 from fashionrec.train.params import TrainConfig
-from fashionrec.train.schedule import build_scheduler, current_lr
+from fashionrec.train.schedule import build_scheduler, current_lr, full_groups_only
 
 
 class TrainingStopped(Exception):
@@ -37,6 +44,10 @@ class TrainingStopped(Exception):
 
 class Diverged(UserError):
     """The loss or the weights became NaN or infinite: the run stops and saves nothing new."""
+
+
+# `--validation` -> the protocol name recorded for each `val_recalls` entry.
+PROTOCOLS = {"standard": STANDARD, "original": ORIGINAL_PROTOCOL}
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
@@ -93,6 +104,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, schedule)
         self.amp_dtype, use_scaler = amp_settings(device, cfg.mixed_precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.full_groups_only = full_groups_only(cfg.preset)
+        self.protocol = PROTOCOLS[cfg.validation]
         self.progress = Progress()
         self.dataset = TripletDataset(data.triplets(), cache, model.tokenizer, train=True, seed=cfg.seed)
         self.sampler = ResumableSampler(self.dataset, cfg.seed, rank, world_size)
@@ -114,7 +127,13 @@ class Trainer:
             seed=self.cfg.seed,
             train_config=self.cfg.to_dict(),
             threads=torch.get_num_threads(),
+            pending_gradients=self.pending_gradients(),
         )
+
+    def pending_gradients(self) -> dict[str, torch.Tensor]:
+        """Gradients accumulated but not stepped yet: only after an epoch whose leftover micro-batches wait for
+        the next epoch's first step (the original system's rule); empty everywhere else."""
+        return {name: p.grad.detach() for name, p in self.model.named_parameters() if p.grad is not None}
 
     def load_state(self, ckpt: Checkpoint, keep_schedule: bool, samples_in_epoch: int) -> None:
         """Restore optimizer, schedule position, scaler, counters and RNG. With `keep_schedule` False the
@@ -128,8 +147,13 @@ class Trainer:
             self.scheduler = build_scheduler(self.optimizer, self.schedule)
         if ckpt.scaler_state:
             self.scaler.load_state_dict(ckpt.scaler_state)
+        self._load_pending_gradients(ckpt.pending_gradients, str(ckpt.path))
         self.progress = ckpt.progress()
         self.progress.samples_in_epoch = samples_in_epoch
+        p = self.progress  # checkpoints from before protocols were recorded measured with the standard one
+        p.val_protocols = [STANDARD] * (len(p.val_recalls) - len(p.val_protocols)) + p.val_protocols
+        if p.best_protocol is None and p.best_recall >= 0 and p.val_protocols:
+            p.best_protocol = p.val_protocols[-1]
         # Each rank continues its own stream; a rank the checkpoint has no state for keeps its fresh seed.
         per_rank = ckpt.rng_per_rank
         rng = per_rank[self.rank] if self.rank < len(per_rank) else None
@@ -137,6 +161,27 @@ class Trainer:
             torch.set_rng_state(rng["torch"])
             if torch.cuda.is_available() and len(rng.get("cuda", [])) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def _load_pending_gradients(self, pending: dict[str, torch.Tensor], source: str) -> None:
+        params = dict(self.model.named_parameters())
+        unknown = sorted(set(pending) - set(params))
+        if unknown:
+            raise UserError(f"{source}: pending gradients for parameters this model does not have: {unknown[:5]}")
+        for name, grad in pending.items():
+            params[name].grad = grad.to(params[name].device, params[name].dtype)
+
+    def adopt_protocol(self) -> str | None:
+        """A resumed run that validates with another protocol than its best was measured with starts its best
+        anew (the numbers do not compare); returns the line that says so, or None."""
+        p = self.progress
+        if p.best_protocol is None or p.best_protocol == self.protocol:
+            return None
+        line = (
+            f"validation protocol changes from {p.best_protocol} to {self.protocol} (--validation "
+            f"{self.cfg.validation}): their recalls do not compare, so the best model is chosen anew from here"
+        )
+        p.best_recall, p.best_protocol = -1.0, None
+        return line
 
     # ---- one optimizer step ------------------------------------------------------------------------
     def step_parts(self) -> StepParts:
@@ -149,23 +194,34 @@ class Trainer:
             loss_is_collective=self.cfg.global_negatives and self.world_size > 1,
         )
 
-    def _accumulate(self, group: list[dict[str, torch.Tensor]], snapshot: StepSnapshot) -> list[float]:
+    def _accumulate(self, group: list[dict[str, torch.Tensor]], snapshot: StepSnapshot, apply: bool) -> list[float]:
         chunks = [c for batch in group for c in split_batch(batch, self.progress.micro_splits)]
-        losses = step_gradients(self.step_parts(), chunks, snapshot, cached=self.cfg.accumulate_negatives)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        # Leftover micro-batches weigh what they would in a full group (the original system's loss / ga).
+        divisor = len(chunks) * self.cfg.gradient_accumulation / len(group) if self.full_groups_only else None
+        losses = step_gradients(self.step_parts(), chunks, snapshot, self.cfg.accumulate_negatives, divisor)
+        if apply:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
         return distributed.mean_over_ranks(torch.stack(losses)).tolist()
 
     def step(self, group: list[dict[str, torch.Tensor]]) -> list[float]:
         """One optimizer step over an accumulation group. When any rank runs out of memory, every rank
         halves the micro-batch and doubles accumulation (the same samples per step), says what that changes,
-        and retries the group from its starting RNG state and buffers (see accumulate.py)."""
+        and retries the group from its starting RNG state, buffers and gradients (see accumulate.py)."""
+        return self._run_group(group, apply=True)
+
+    def carry(self, group: list[dict[str, torch.Tensor]]) -> list[float]:
+        """An epoch's leftover micro-batches under the original system's rule: their gradients are kept for
+        the next epoch's first step (and saved with the epoch's checkpoint)."""
+        return self._run_group(group, apply=False)
+
+    def _run_group(self, group: list[dict[str, torch.Tensor]], apply: bool) -> list[float]:
         snapshot = StepSnapshot.take(self.model, self.device)
         while True:
             try:
-                return self._accumulate(group, snapshot)
+                return self._accumulate(group, snapshot, apply)
             except StepOutOfMemory as error:
                 ranks = error.ranks  # handled below, once the failed attempt's tensors are released
             self._fall_back(group, snapshot, ranks)
@@ -211,7 +267,9 @@ class Trainer:
         )
         start, seen = time.perf_counter(), 0
         while group := list(islice(batches, cfg.gradient_accumulation)):
-            losses = self.step(group)
+            # The original system's rule: an epoch's leftover micro-batches wait for the next epoch's first step.
+            carried = self.full_groups_only and len(group) < cfg.gradient_accumulation
+            losses = self.carry(group) if carried else self.step(group)
             if not all(math.isfinite(x) for x in losses) and not self.scaler.is_enabled():
                 bar.close()
                 raise Diverged(
@@ -220,8 +278,9 @@ class Trainer:
                 )
             n = sum(len(b["index"]) for b in group)
             p.samples_in_epoch += n
-            p.step_in_epoch += 1
-            p.global_step += 1
+            stepped = 0 if carried else 1
+            p.step_in_epoch += stepped
+            p.global_step += stepped
             p.epoch_loss_sum += sum(losses)
             p.epoch_loss_count += len(losses)
             seen += n * self.world_size
@@ -231,6 +290,8 @@ class Trainer:
                 lr=f"{current_lr(self.optimizer):.2e}",
                 samples_s=f"{seen / (time.perf_counter() - start):.1f}",
             )
+            if carried:  # the epoch is over; a stop request is honoured after the next step
+                break
             epoch_done = p.samples_in_epoch >= self.sampler.num_samples
             stop = distributed.any_rank(self.stop_requested)  # every rank stops after the same step
             if stop or (cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and not epoch_done):
@@ -241,18 +302,23 @@ class Trainer:
         bar.close()
 
     def validate(self, full: bool = False) -> dict[str, Any]:
-        """Recall on the validation split: with --fast-validation a seeded subset of queries, unless `full`."""
+        """Recall on the validation split with the run's protocol: with --fast-validation a seeded subset of
+        queries (standard) or the first batches (original), unless `full`."""
         cfg = self.cfg
+        fast = cfg.fast_validation and not full
         settings = EvalSettings(
             device=self.device,
             batch_size=cfg.batch,
             num_workers=cfg.num_workers,
             amp_dtype=self.amp_dtype,
-            query_limit=cfg.fast_validation_queries if cfg.fast_validation and not full else None,
+            query_limit=cfg.fast_validation_queries if fast else None,
             seed=cfg.seed,
             rank=self.rank,
             world_size=self.world_size,
         )
+        if self.protocol == ORIGINAL_PROTOCOL:
+            limit = FAST_BATCHES if fast else None
+            return evaluate_original(self.model, self.data.val_splits, self.cache, settings, limit)
         return evaluate(self.model, self.data.val_splits, self.cache, settings)
 
     def end_epoch(self, metrics: dict[str, Any]) -> None:
@@ -260,6 +326,7 @@ class Trainer:
         p.train_losses.append(p.epoch_loss_sum / max(p.epoch_loss_count, 1))
         p.val_recalls.append(metrics["average"]["recall_at_10"])
         p.val_recalls_at_50.append(metrics["average"]["recall_at_50"])
+        p.val_protocols.append(metrics["protocol"])
         p.epoch += 1
         p.samples_in_epoch = p.step_in_epoch = p.epoch_loss_count = 0
         p.epoch_loss_sum = 0.0
@@ -300,6 +367,11 @@ class Trainer:
 
         self._save(write)
 
+    def best_file_tag(self) -> str:
+        """Best files of the standard protocol keep their plain names; others are named by their protocol, so
+        a best of one protocol never replaces a best of another."""
+        return "" if self.protocol == STANDARD else self.protocol
+
     def save_step(self) -> None:
         p = self.progress
         self._save(partial(CheckpointManager.save_step, epoch_in_progress=p.epoch + 1, step=p.step_in_epoch))
@@ -322,11 +394,12 @@ class Trainer:
                 self.end_epoch(metrics)
                 self._check_finite_weights()
                 recall = p.val_recalls[-1]
-                is_best = recall > p.best_recall
-                p.best_recall = max(recall, p.best_recall)
+                is_best = recall > p.best_recall  # of this protocol: adopt_protocol resets it on a change
+                if is_best:
+                    p.best_recall, p.best_protocol = recall, self.protocol
                 self._save(partial(CheckpointManager.save_epoch, epoch=p.epoch, recall=recall))
                 if self.manager is not None and is_best:
-                    self.manager.save_best(self.last_checkpoint, recall)
+                    self.manager.save_best(self.last_checkpoint, recall, self.best_file_tag())
                 if on_epoch is not None:
                     on_epoch(self, {"metrics": metrics, "epoch_time_s": time.perf_counter() - epoch_start})
             self._save_final()
