@@ -249,6 +249,23 @@ def test_a_damaged_chunk_is_reported_and_rebuilt(
     assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 0
 
 
+def test_a_damaged_chunk_reports_only_the_images_processed_again(
+    images: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """A build that needs 3 of a damaged chunk's 12 images processes those 3, and says so."""
+    ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False)
+    chunk = tmp_path / "cache" / ImageCache(tmp_path / "cache", CONFIG).root.name / "chunks" / "000001"
+    damage(chunk.with_name("000001.pixels.npy"), -1, 1024)
+    capsys.readouterr()
+    some = dict(list(images.items())[:3])
+    assert ImageCache(tmp_path / "cache", CONFIG).build(some, progress=False) == 3
+    assert capsys.readouterr().err == (
+        f"cache chunk {chunk}: pixels.npy does not match its checksum (the file is damaged); "
+        "3 of its 12 images are processed again now (the others when a command needs them)\n"
+    )
+    assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 9
+
+
 def test_an_unreadable_manifest_is_reported_and_its_chunk_rebuilt(
     images: dict[str, Path], tmp_path: Path, clean: dict, capsys
 ) -> None:
