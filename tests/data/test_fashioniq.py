@@ -90,9 +90,12 @@ def test_legacy_single_file_layout(tmp_path: Path) -> None:
         load_split(tmp_path, "train", ["dress"])
 
 
-def test_missing_annotation_folder(tmp_path: Path) -> None:
+def test_missing_annotation_folder_or_a_file_in_its_place(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=f"annotations folder not found: {tmp_path / 'nope'}$"):
         load_split(tmp_path / "nope", "val")
+    (tmp_path / "train.json").write_text("[]")
+    with pytest.raises(UserError, match=f"annotations folder {tmp_path / 'train.json'} is a file, not a folder$"):
+        load_split(tmp_path / "train.json", "val")
 
 
 def test_folder_of_neither_layout(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fashionrec.options import VOCAB
+from fashionrec.options import VOCAB, existing_file, new_file
 
 
 def cmd_convert_original(args: argparse.Namespace) -> int:
@@ -33,8 +33,13 @@ def cmd_convert_original(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert-original", help="rewrite a checkpoint of the original system in fashionrec's format")
     p.add_argument(
-        "checkpoint", metavar="CKPT", help="a .pt file written by the original train.py / resume_training.py"
+        "checkpoint",
+        metavar="CKPT",
+        type=existing_file("checkpoint"),
+        help="a .pt file written by the original train.py / resume_training.py",
     )
-    p.add_argument("out", metavar="OUT", help="the fashionrec checkpoint to write (never overwritten)")
+    p.add_argument(
+        "out", metavar="OUT", type=new_file("OUT"), help="the fashionrec checkpoint to write (never overwritten)"
+    )
     VOCAB.add_to(p)
     p.set_defaults(func=cmd_convert_original)

@@ -11,15 +11,18 @@ from fashionrec import options as opt
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("index", help="encode a folder of catalog images into a search index")
-    p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint or model directory")
-    p.add_argument("--images", required=True, type=Path, help="catalog folder (jpg/jpeg/png/webp, recursive)")
-    p.add_argument("--out", required=True, type=Path, help="index folder (created or updated)")
+    opt.CHECKPOINT.with_help("training checkpoint or model directory").add_to(p, required=True)
+    opt.IMAGES.add_to(p, required=True)
+    p.add_argument(
+        "--out", required=True, type=opt.folder_to_write("index folder"), metavar="DIR",
+        help="index folder (created or updated)",
+    )  # fmt: skip
     p.add_argument("--backend", choices=("faiss", "qdrant"), default="faiss", help="vector store (default: faiss)")
     p.add_argument("--url", help="qdrant: http(s)://host:port, or a folder for qdrant-client's local mode")
     p.add_argument("--collection", help="qdrant collection name")
     p.add_argument(
         "--approx-threshold",
-        type=int,
+        type=opt.non_negative_int,
         metavar="N",
         help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)",
     )
@@ -29,13 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS, opt.VOCAB)
     p.add_argument(
         "--path-file",
-        type=Path,
+        type=opt.existing_folder("annotations folder"),
         metavar="ANNOTATIONS",
         help="FashionIQ annotations folder: items get the categories its image_splits/ list them under",
     )
     p.add_argument(
         "--categories",
-        type=Path,
+        type=opt.existing_file("categories file"),
         metavar="FILE",
         help="CSV of id,category rows (default: what the index had, else the top sub-folder, else unknown)",
     )
@@ -44,26 +47,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("recommend", help="top-k catalog items for a reference image and a text change")
     _add_model_and_index(p)
     reference = p.add_mutually_exclusive_group(required=True)
-    reference.add_argument("--image", type=Path, help="reference image file")
+    reference.add_argument("--image", type=opt.existing_file("reference image"), help="reference image file")
     reference.add_argument("--item", metavar="ID", help="a catalog item as the reference (its id in the index)")
-    p.add_argument("--text", required=True, help='the change, e.g. "is red with long sleeves"')
-    p.add_argument("-k", type=int, default=10, help="number of results, 1 to 100 (default: 10)")
+    p.add_argument("--text", required=True, type=opt.feedback_text, help='the change, e.g. "is red with long sleeves"')
+    p.add_argument("-k", type=opt.results_count, default=10, help=f"number of results, 1 to {opt.MAX_K} (default: 10)")
     p.add_argument("--category", help="only items of this category (see `fashionrec index`'s summary)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_recommend)
 
     p = subparsers.add_parser("serve", help="HTTP API and web page over an index")
     _add_model_and_index(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    opt.add_options(p, opt.HOST, opt.PORT)
     # One thread by default: concurrency comes from batching requests; more help a large model on its own CPU.
     opt.THREADS.with_default(1).add_to(p)
     p.set_defaults(func=run_serve)
 
 
 def _add_model_and_index(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint the index was built with")
-    p.add_argument("--index", required=True, type=Path, help="index folder from `fashionrec index`")
+    opt.CHECKPOINT.with_help("the checkpoint the index was built with").add_to(p, required=True)
+    opt.add_options(p, opt.INDEX, required=True)
     opt.add_options(p, opt.DEVICE, opt.VOCAB)
 
 
@@ -125,7 +127,10 @@ def run_recommend(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from fashionrec.serve.listen import bind
+
+    listener = bind(args.host, args.port)  # a port in use is an error before the model loads
     from fashionrec.serve.server import serve
 
-    serve(args.checkpoint, args.index, args.host, args.port, args.device, args.threads, args.text_model)
+    serve(args.checkpoint, args.index, listener, args.device, args.threads, args.text_model)
     return 0

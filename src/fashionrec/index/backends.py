@@ -52,6 +52,8 @@ def new_backend(
     approx_threshold: int | None = None,
 ) -> Backend:
     """A backend to build into, from command-line style settings."""
+    if approx_threshold is not None and approx_threshold < 0:
+        raise UserError(f"the approximate-index threshold must be 0 or more, got {approx_threshold}")
     if kind == "faiss":
         from fashionrec.index.faiss_backend import FaissBackend
 

@@ -70,8 +70,11 @@ def build_index(
     bert-base-uncased's vocabulary is, for the original system's checkpoints.
     """
     images, out = Path(images), Path(out)
+    # The catalog, the index and the backend settings are checked before the model loads.
+    paths = scan_images(images, skip=out)
+    if not paths:
+        raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
     old = None if rebuild or not (out / MANIFEST).exists() else load_manifest(out)
-    # Opened first, so bad backend settings fail before the model loads.
     store = new_backend(backend, out, url=url, collection=collection, approx_threshold=approx_threshold)
     try:
         if encoder is None:
@@ -80,9 +83,6 @@ def build_index(
             encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, text_model, **preprocess)
         if old is not None:
             _check_same_model(old, encoder, out)
-        paths = scan_images(images, skip=out)
-        if not paths:
-            raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
         items, reuse = _plan(paths, images, old, categories or {})
         todo = {item.id: paths[item.id] for item in items if item.id not in reuse}
         vectors = _assemble(items, reuse, old, out, todo, encoder.encode_catalog(todo, batch_size))

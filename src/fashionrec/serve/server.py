@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import socket
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from fashionrec.index.recommend import Recommender
 from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.serve.app import create_app
 from fashionrec.serve.inflight import InFlightLimit
+from fashionrec.serve.listen import url
 from fashionrec.serve.protocol import HeadTimeoutProtocol
 
 if TYPE_CHECKING:
@@ -31,22 +33,25 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 def serve(
     checkpoint: Path,
     index_dir: Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    listener: socket.socket,
     device: str = DEFAULT_DEVICE,
     threads: int = 1,
     text_model: str | None = None,
 ) -> None:
+    """Serve on `listener`, a socket `fashionrec.serve.listen.bind` made before the model loaded (so a port
+    in use was reported at once, and "serving" is printed only once the address is ours)."""
     import uvicorn
 
     set_cpu_threads(threads)
     return_freed_memory()
-    recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device, text_model=text_model)
-    try:
-        print(f"serving {len(recommender.catalog)} items on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-        uvicorn.Server(uvicorn_config(create_app(recommender), host, port)).run()
-    finally:
-        recommender.close()
+    with listener:
+        recommender = Recommender.open(Path(checkpoint), Path(index_dir), device=device, text_model=text_model)
+        try:
+            print(f"serving {len(recommender.catalog)} items on {url(listener)} (Ctrl-C stops)", flush=True)
+            host, port = listener.getsockname()[:2]
+            uvicorn.Server(uvicorn_config(create_app(recommender), host, port)).run(sockets=[listener])
+        finally:
+            recommender.close()
 
 
 def uvicorn_config(

@@ -1,0 +1,60 @@
+"""What a path given by the user must be, checked in one place with one wording.
+
+The command line checks its path options with these at parse time (through `fashionrec.options`), and the
+Python API checks the same paths again with them, so a missing or misplaced file reads the same either way:
+"annotations folder not found: X", "annotations folder X is a file, not a folder", ... Only the standard
+library is imported, so the checks run before torch is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fashionrec.errors import UserError
+
+
+def existing_folder(path: str | Path, what: str) -> Path:
+    """`path` as a Path when it is a folder; otherwise a UserError naming `what` it should have been."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise UserError(f"{what} {path} is a file, not a folder")
+    raise UserError(f"{what} not found: {path}")
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not a file")
+    raise UserError(f"{what} not found: {path}")
+
+
+def existing(path: str | Path, what: str) -> Path:
+    """A file or a folder (a checkpoint file, or a folder of checkpoints or a saved model)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{what} not found: {path}")
+    return path
+
+
+def folder_to_write(path: str | Path, what: str) -> Path:
+    """A folder that exists or can be made: neither it nor any folder above it may be a file."""
+    path = Path(path)
+    for place in (path, *path.parents):
+        if place.is_dir():
+            return path
+        if place == path and place.exists():
+            raise UserError(f"{what} {path} is a file, not a folder")
+        if place.exists():
+            raise UserError(f"{what} {path} cannot be made: {place} is a file, not a folder")
+    return path
+
+
+def new_path(path: str | Path, what: str) -> Path:
+    """A file to create that must not exist yet (nothing a user wrote is overwritten)."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path} already exists; choose another {what} (nothing was written)")
+    return path
