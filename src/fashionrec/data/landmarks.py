@@ -7,12 +7,22 @@ input (that input is the picture resized, not cropped). Invalid points are (0, 0
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from fashionrec.errors import UserError
+
+# The pinned mediapipe 0.10.14 (whose wheel ships the pose model, so it works offline) has no wheel for Python
+# 3.13 or later: there the `landmarks` extra installs without it (pyproject.toml's marker says the same).
+MEDIAPIPE_NEWEST_PYTHON = (3, 12)
+
+
+def mediapipe_installable() -> bool:
+    return tuple(sys.version_info[:2]) <= MEDIAPIPE_NEWEST_PYTHON
+
 
 LANDMARK_NAMES = (
     "nose", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
@@ -59,10 +69,7 @@ class MediapipePose:
         try:
             from mediapipe.python.solutions import pose
         except ImportError:
-            raise UserError(
-                "landmarks (--landmarks mediapipe, the paper preset's default) need mediapipe: "
-                "pip install 'fashionrec[landmarks]', or pass --landmarks none"
-            ) from None
+            raise UserError(_mediapipe_missing()) from None
         self._pose = pose.Pose(static_image_mode=True, model_complexity=1)
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,3 +79,14 @@ class MediapipePose:
         if result.pose_landmarks is None:
             return no_landmarks()
         return pose_to_landmarks([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark])
+
+
+def _mediapipe_missing() -> str:
+    needed = "landmarks (--landmarks mediapipe, the paper preset's default) need mediapipe"
+    if not mediapipe_installable():
+        python, newest = "{}.{}".format(*sys.version_info[:2]), "{}.{}".format(*MEDIAPIPE_NEWEST_PYTHON)
+        return (
+            f"{needed} 0.10.14, which has no wheel for Python {python}: landmarks need Python 3.10 to {newest}; "
+            "or pass --landmarks none"
+        )
+    return f"{needed}: pip install 'fashionrec[landmarks]', or pass --landmarks none"
