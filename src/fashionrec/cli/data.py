@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset-info", help="count queries, gallery, and missing or corrupt images per category"
     )
     add_dataset_options(info, skip_missing=False)
-    info.add_argument("--split", choices=SPLITS, default="val")
+    info.add_argument("--split", choices=SPLITS, default="val", help="split to report on (default: val)")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     info.add_argument(
         "--no-decode-check", dest="decode_check", action="store_false",
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="validation gallery per category (default: a quarter of its images)",
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the pictures and captions (default: 0)")
     demo.set_defaults(func=make_demo)
 
 
