@@ -6,7 +6,7 @@ import pytest
 
 from fashionrec.cli.main import build_parser, main
 from fashionrec.options import DEFAULT_CACHE_DIR
-from fashionrec.train.params import CHANGEABLE, TrainConfig
+from fashionrec.train.params import CHANGEABLE, TrainConfig, config_from_args
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-0.001", "-1e-3", "abc"])
@@ -60,3 +60,14 @@ def test_the_paper_preset_trains_with_landmarks_and_the_crop_by_default():
     assert paper.landmarks == "mediapipe" and paper.crop == "foreground"
     assert TrainConfig(preset="tiny").landmarks == "none"
     assert TrainConfig(preset="paper", landmarks="none").landmarks == "none"  # the flag turns them off
+
+
+def test_speed_flags_are_off_by_default(tmp_path):
+    """README: fp32, every validation query and no compilation, unless --mixed-precision, --fast-validation or
+    --compile is given."""
+    folders = ["--path-file", str(tmp_path), "--path-folder", str(tmp_path)]
+    default = config_from_args(build_parser().parse_args(["train", *folders]))
+    assert (default.mixed_precision, default.fast_validation, default.compile) == (False, False, False)
+    given = ["--mixed-precision", "--fast-validation", "--compile"]
+    on = config_from_args(build_parser().parse_args(["train", *folders, *given]))
+    assert (on.mixed_precision, on.fast_validation, on.compile) == (True, True, True)

@@ -60,7 +60,7 @@ def test_convert_writes_a_fashionrec_checkpoint(original_file, tmp_path, capsys)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
-def test_convert_never_overwrites_and_needs_its_source(original_file, tmp_path, capsys):
+def test_convert_never_overwrites(original_file, tmp_path, capsys):
     out = tmp_path / "taken.pt"
     out.write_bytes(b"keep me")
     assert main(["convert-original", str(original_file[0]), str(out)]) == 2
@@ -69,6 +69,9 @@ def test_convert_never_overwrites_and_needs_its_source(original_file, tmp_path, 
         == f"error: argument OUT: {out} already exists; choose another OUT (nothing was written)\n"
     )
     assert out.read_bytes() == b"keep me"
+
+
+def test_convert_needs_its_source(tmp_path, capsys):
     assert main(["convert-original", str(tmp_path / "in.pt"), str(tmp_path / "new.pt")]) == 2
     assert capsys.readouterr().err == f"error: argument CKPT: checkpoint not found: {tmp_path / 'in.pt'}\n"
     assert not (tmp_path / "new.pt").exists()

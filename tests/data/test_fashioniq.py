@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fashionrec.data.fashioniq import CATEGORIES, Triplet, caption_text, load_split
-from fashionrec.data.images import drop_missing, image_paths, missing_images, resolve_images
+from fashionrec.data.images import drop_missing, image_paths, missing_images, resolve_images, split_image_ids
 from fashionrec.errors import UserError
 
 # (queries, gallery) per category, from the dataset's README.
@@ -26,6 +26,14 @@ def test_real_annotations_have_the_published_counts(fashioniq: Path, split: str)
     assert counts == REAL_COUNTS[split]
     for name, s in splits.items():
         assert all(t.category == name and len(t.captions) == 2 for t in s.triplets)
+
+
+def test_training_caches_60033_distinct_images(fashioniq: Path) -> None:
+    """docs/reproduce.md's cache size: training preprocesses every image its train and val splits need."""
+    needed = {
+        i for split in ("train", "val") for s in load_split(fashioniq, split).values() for i in split_image_ids(s)
+    }
+    assert len(needed) == 60_033
 
 
 def test_real_val_queries_rank_within_their_category_gallery(fashioniq: Path) -> None:

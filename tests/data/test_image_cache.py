@@ -56,6 +56,17 @@ def test_cache_serves_what_the_preprocessor_makes(images: dict[str, Path], tmp_p
         cache.get("nope")
 
 
+def test_an_image_takes_301198_bytes_at_224_px(images: dict[str, Path], tmp_path: Path) -> None:
+    """docs/reproduce.md's cache size: the whole image and the crop, 2 x 3 x 224 x 224 uint8 = 301,056 bytes,
+    and 142 bytes of box, landmarks and their mask."""
+    cache = ImageCache(tmp_path / "cache", PreprocessConfig(image_size=224))
+    cache.build(dict(list(images.items())[:2]), progress=False)
+    pixels = np.load(cache.root / "chunks" / "000001.pixels.npy", mmap_mode="r")
+    meta = safetensors.numpy.load_file(str(cache.root / "chunks" / "000001.meta.safetensors"))
+    assert pixels.shape == (2, 2, 3, 224, 224) and pixels.dtype == np.uint8
+    assert pixels[0].nbytes + sum(values[0].nbytes for values in meta.values()) == 301_198
+
+
 def test_later_runs_reuse_the_cache(images: dict[str, Path], tmp_path: Path) -> None:
     first = ImageCache(tmp_path / "cache", CONFIG)
     first.build(images, progress=False)

@@ -2,7 +2,8 @@
 `resume` parsers and the set of settings a resume may change are generated from it.
 
 `resume` takes every `train` flag with no default: a flag the user leaves out keeps the checkpoint's value
-(or the guide's default for checkpoints that carry no settings)."""
+(or, for checkpoints that carry no settings, the default of the original system's resume-training guide,
+its Vietnamese "Hướng dẫn Resume Training" document)."""
 
 from __future__ import annotations
 
