@@ -146,6 +146,11 @@ def existing(what: str) -> Callable[[str], str]:
     return _path_check(paths.existing, what)
 
 
+def checkpoint_file_or_folder(what: str) -> Callable[[str], str]:
+    """A checkpoint file, or a folder holding `*.pt` checkpoints."""
+    return _path_check(paths.checkpoint_file_or_folder, what)
+
+
 def folder_to_write(what: str) -> Callable[[str], str]:
     """A folder that exists or can be made (nothing on its way is a file)."""
     return _path_check(paths.folder_to_write, what)

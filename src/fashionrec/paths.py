@@ -39,6 +39,14 @@ def existing(path: str | Path, what: str) -> Path:
     return path
 
 
+def checkpoint_file_or_folder(path: str | Path, what: str) -> Path:
+    """A checkpoint file, or a folder that holds some (`*.pt`; the newest valid one is used)."""
+    path = existing(path, what)
+    if path.is_dir() and not any(path.glob("*.pt")):
+        raise UserError(f"no checkpoint files (*.pt) in {path}")
+    return path
+
+
 def folder_to_write(path: str | Path, what: str) -> Path:
     """A folder that exists or can be made: neither it nor any folder above it may be a file."""
     path = Path(path)

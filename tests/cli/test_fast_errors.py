@@ -87,6 +87,10 @@ CASES = {
         ["resume", "--checkpoint", MISSING, *FOLDERS],
         "--checkpoint: checkpoint not found: {tmp}/missing",
     ),
+    "checkpoint folder without checkpoints": (
+        ["resume", "--checkpoint", "{dir}", *FOLDERS],
+        "--checkpoint: no checkpoint files (*.pt) in {dir}",
+    ),
     "missing checkpoint (index)": (
         ["index", "--checkpoint", MISSING, "--images", "{dir}", "--out", "{tmp}/i"],
         "--checkpoint: checkpoint not found: {tmp}/missing",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from fashionrec import options as opt
 from fashionrec.train.params import add_train_arguments, config_from_args, explicit_settings
@@ -37,8 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Continue a run exactly. Flags left out keep the checkpoint's values.",
         usage="%(prog)s --checkpoint PATH --path-file DIR --path-folder DIR [options]",
     )
-    opt.CHECKPOINT.with_help("checkpoint file, or a folder of checkpoints (its newest valid one)").add_to(
-        resume, required=True
-    )
+    checkpoint = opt.CHECKPOINT.with_help("checkpoint file, or a folder of checkpoints (its newest valid one)")
+    replace(checkpoint, type=opt.checkpoint_file_or_folder("checkpoint")).add_to(resume, required=True)
     add_train_arguments(resume, resume=True)
     resume.set_defaults(func=cmd_resume)
