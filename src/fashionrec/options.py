@@ -70,18 +70,6 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def int_from(low: int, high: int) -> Callable[[str], int]:
-    """An integer from `low` to `high`, both included."""
-
-    def parse(text: str) -> int:
-        value = _number(int, text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {value}")
-        return value
-
-    return parse
-
-
 def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise UserError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")

@@ -14,20 +14,19 @@ from fashionrec.errors import UserError
 
 def existing_folder(path: str | Path, what: str) -> Path:
     """`path` as a Path when it is a folder; otherwise a UserError naming `what` it should have been."""
-    path = Path(path)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise UserError(f"{what} {path} is a file, not a folder")
-    raise UserError(f"{what} not found: {path}")
+    return _existing_kind(Path(path), what, folder=True)
 
 
 def existing_file(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if path.is_file():
+    return _existing_kind(Path(path), what, folder=False)
+
+
+def _existing_kind(path: Path, what: str, *, folder: bool) -> Path:
+    if path.is_dir() if folder else path.is_file():
         return path
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a folder, not a file")
+    if path.exists():
+        kind, other = ("folder", "file") if folder else ("file", "folder")
+        raise UserError(f"{what} {path} is a {other}, not a {kind}")
     raise UserError(f"{what} not found: {path}")
 
 
