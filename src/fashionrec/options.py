@@ -209,7 +209,7 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
     def with_default(self, default: Any) -> Option:
-        return replace(self, default=default)
+        return replace(self, default=default, shown_default=None)
 
     def with_help(self, help: str) -> Option:
         return replace(self, help=help)
@@ -336,7 +336,8 @@ NUM_WORKERS = Option(
 THREADS = Option(
     "--threads",
     type=positive_int,
-    help="CPU threads for torch (default: torch's own choice; a CPU run is bit-exact only with the same count)",
+    help="CPU threads for torch (a CPU run is bit-exact only with the same count)",
+    shown_default="torch's own choice",
     group="system",
 )
 

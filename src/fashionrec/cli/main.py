@@ -37,7 +37,11 @@ def package_version() -> str:
 def build_parser() -> CommandParser:
     import importlib
 
-    parser = CommandParser(prog="fashionrec", description=__doc__.split("\n", 1)[0])
+    parser = CommandParser(
+        prog="fashionrec",
+        description="Fashion recommendation with text feedback: data, training, evaluation, a catalog index and a "
+        "web service. `fashionrec COMMAND --help` lists a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"fashionrec {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
