@@ -62,6 +62,11 @@ def test_the_paper_preset_trains_with_landmarks_and_the_crop_by_default():
     assert TrainConfig(preset="paper", landmarks="none").landmarks == "none"  # the flag turns them off
 
 
+def test_the_original_preset_trains_with_its_own_landmark_detector():
+    assert TrainConfig(preset="original").landmarks == "original"
+    assert TrainConfig(preset="original", landmarks="none").landmarks == "none"
+
+
 def test_speed_flags_are_off_by_default(tmp_path):
     """README: fp32, every validation query and no compilation, unless --mixed-precision, --fast-validation or
     --compile is given."""

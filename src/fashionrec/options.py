@@ -343,7 +343,12 @@ THREADS = Option(
 
 # ---- preprocessing --------------------------------------------------------------------------------------
 CROP = Option("--crop", choices=("none", "foreground", "yolo"), help="clothing crop backend", group="data")
-LANDMARKS = Option("--landmarks", choices=("none", "mediapipe"), help="landmark backend", group="data")
+LANDMARKS = Option(
+    "--landmarks",
+    choices=("none", "mediapipe", "original"),
+    help="landmark backend (original: the original system's)",
+    group="data",
+)
 YOLO_WEIGHTS = Option(
     "--yolo-weights",
     help="ultralytics weights file for --crop yolo",

@@ -96,6 +96,8 @@ CASES = {
         "--checkpoint: checkpoint not found: {tmp}/missing",
     ),
     "missing checkpoint (convert)": (["convert-original", MISSING, "{tmp}/out.pt"], "checkpoint not found"),
+    "missing checkpoint (export)": (["export-original", MISSING, "{tmp}/out.pt"], "CKPT: checkpoint not found"),
+    "export over a file": (["export-original", "{file}", "{file}"], "{file} already exists; choose another OUT"),
     "missing backbone weights": (["train", *FOLDERS, "--backbone-weights", MISSING], "backbone weights file not"),
     "annotations folder is a file": (
         ["train", "--path-file", "{file}", "--path-folder", "{dir}"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from original_reference import FashionVLP
+from original_reference import Compiled, FashionVLP
 from original_run import (
     MINILM,
     SMALL_BERT,
@@ -18,6 +18,7 @@ from original_run import (
     pixels,
     reference_forward,
     reference_step,
+    through_disk,
     train_original,
 )
 from transformers import BertConfig
@@ -25,7 +26,7 @@ from transformers import BertConfig
 from fashionrec.errors import UserError
 from fashionrec.model import ModelConfig, TextTokenizer, build_model, create_model, preset_config
 from fashionrec.model.original import OriginalFashionVLP
-from fashionrec.model.original_format import convert_original, is_original_checkpoint
+from fashionrec.model.original_format import convert_original, export_original, is_original_checkpoint
 
 TOTAL_STEPS = 20  # the original's OneCycleLR, over a short plan
 SECOND_COPY = "reference_block.feature_extractor."
@@ -77,6 +78,11 @@ def test_every_key_maps_and_the_backbone_is_tied(trained, wrap):
     assert set(out["model_state_dict"]) == {k for k in original if not k.startswith(SECOND_COPY)}
     assert all(torch.equal(v, original[k]) for k, v in out["model_state_dict"].items())
     assert out["model_config"]["preset"] == "original" and out["model_config"]["text"] == SMALL_BERT
+
+
+def test_their_checkpoints_and_the_preset_use_their_landmark_detector(converted):
+    assert converted["model_config"]["preprocess"]["landmarks"] == "original"
+    assert preset_config("original").preprocess["landmarks"] == "original"
 
 
 def test_index_buffers_older_transformers_saved_are_dropped(trained):
@@ -243,3 +249,69 @@ def test_create_model_original_uses_the_bert_vocabulary():
     assert isinstance(model, OriginalFashionVLP) and model.tokenizer.vocab_size == 30522
     assert model.tokenizer.encode("is darker")[0][:4] == [101, 2003, 9904, 102]
     assert len(model.tokenizer.encode("is darker")[0]) == 100  # the original's padded length
+
+
+def test_export_inverts_convert_key_for_key(trained, converted):
+    """Their file -> fashionrec's layout -> their file: the same keys in the same order, equal tensors and
+    values, loadable as their resume_training.py loads it (strictly, into the torch.compile'd model)."""
+    theirs = trained[3]
+    exported, notes = export_original(converted, "converted.pt")
+    assert notes == [] and list(exported) == list(theirs)
+    assert list(exported["model_state_dict"]) == list(theirs["model_state_dict"])
+    assert all(torch.equal(v, theirs["model_state_dict"][k]) for k, v in exported["model_state_dict"].items())
+    ours, saved = exported["optimizer_state_dict"], theirs["optimizer_state_dict"]
+    assert ours["param_groups"] == saved["param_groups"] and ours["state"].keys() == saved["state"].keys()
+    for pid, moments in saved["state"].items():
+        assert moments.keys() == ours["state"][pid].keys()
+        assert all(torch.equal(v, ours["state"][pid][k]) for k, v in moments.items()), pid
+    assert exported["scheduler_state_dict"] == theirs["scheduler_state_dict"]
+    assert {k: exported[k] for k in RUN_FIELDS} == {k: theirs[k] for k in RUN_FIELDS}
+
+    exported = through_disk(exported)  # weights-only torch.load: plain tensors, numbers and lists
+    model = Compiled(FashionVLP(BertConfig(**SMALL_BERT)))
+    model.load_state_dict(exported["model_state_dict"], strict=True)
+    optimizer = adamw(model.parameters())
+    scheduler = onecycle(optimizer, total_steps=1000)  # their script's plan, replaced by the saved state
+    optimizer.load_state_dict(exported["optimizer_state_dict"])
+    scheduler.load_state_dict(exported["scheduler_state_dict"])
+    assert (scheduler.total_steps, scheduler.last_epoch) == (TOTAL_STEPS, 2)  # their saved plan and position
+    assert optimizer.param_groups[0]["lr"] == saved["param_groups"][0]["lr"]
+
+
+RUN_FIELDS = ("epoch", "loss", "recall_at_10", "train_losses", "val_recalls")
+
+
+@pytest.mark.parametrize("scheduler", [None, {"base_lrs": [3e-4], "last_epoch": 5, "lr_lambdas": [None]}])
+def test_export_without_a_onecycle_state_leaves_it_out_and_says_so(converted, scheduler):
+    exported, notes = export_original({**converted, "scheduler_state_dict": scheduler}, "run.pt")
+    assert "scheduler_state_dict" not in exported and len(notes) == 1
+    assert "written without scheduler state, so the original's resume_training.py builds a fresh OneCycleLR" in notes[0]
+
+
+def test_export_of_a_used_up_onecycle_says_their_script_stops(converted):
+    used_up = {**converted["scheduler_state_dict"], "last_epoch": TOTAL_STEPS}
+    _, notes = export_original({**converted, "scheduler_state_dict": used_up}, "run.pt")
+    assert notes == [f"its OneCycleLR has taken all {TOTAL_STEPS} of its steps: the original's resume_training.py "
+                     "stops ('Tried to step') at its first optimizer step"]  # fmt: skip
+
+
+def three_groups(ckpt):
+    """The optimizer split as --backbone-lr / --text-lr split it: heads, backbone, text."""
+    group = ckpt["optimizer_state_dict"]["param_groups"][0]
+    params = group["params"]
+    parts = [params[:10], params[10:20], params[20:]]
+    return {**ckpt["optimizer_state_dict"], "param_groups": [{**group, "params": p} for p in parts]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: {**c, "optimizer_state_dict": three_groups(c)}, r"run.pt was trained with 3 learning-rate groups"),
+        (lambda c: {**c, "model_config": {**c["model_config"], "preset": "paper"}}, r"of the 'paper' preset; only"),
+        (lambda c: {**c, "samples_in_epoch": 6}, r"saved 6 samples into epoch 2; .* export an epoch-end checkpoint"),
+    ],
+)
+def test_export_refuses_what_their_script_cannot_continue(converted, change, message):
+    with pytest.raises(UserError, match=message) as info:
+        export_original(change(converted), "run.pt")
+    assert "\n" not in str(info.value)

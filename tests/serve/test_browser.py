@@ -133,7 +133,6 @@ def test_the_catalog_pages_and_the_whole_catalog_can_be_searched(page) -> None:
     assert {i[0] for i in ids} > {"D"}  # no category chosen: results from every category
 
 
-
 # Answers for the whole catalog arrive 0.8 s late; those for one category at once.
 SLOW_WHOLE_CATALOG = """() => {
   const fetchNow = window.fetch;
@@ -152,6 +151,7 @@ def test_a_late_answer_for_a_page_asked_before_does_not_replace_the_current_one(
     page.wait_for_timeout(1500)  # the late answer has come and gone
     assert page.locator("#page-info").inner_text() == "Items 1–16 of 16"
     assert set(page.locator("#catalog .category").all_inner_texts()) == {"dress"}
+
 
 def test_upload_a_photo_and_see_errors_from_the_server(page, tiny_service: tuple[Recommender, Path]) -> None:
     _, images = tiny_service

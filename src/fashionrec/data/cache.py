@@ -7,7 +7,9 @@ Layout, under `<cache_dir>/v<FORMAT_VERSION>-<config.key()>/` (one folder per pr
     build.lock                    held by a build, so two builders never write at once
     chunks/NNNNNN.pixels.npy      uint8 [n, 2, 3, S, S]: the whole image and the crop of n images, stored
                                   channels-first as the model takes them, so reading needs no transpose
-    chunks/NNNNNN.meta.safetensors  box [n, 4], landmarks [n, 14, 2], landmark_mask [n, 14]
+    chunks/NNNNNN.meta.safetensors  box [n, 4], landmarks [n, 14, 2], landmark_mask [n, 14]; with
+                                  `--landmarks original` also crop_landmarks [n, 14, 2], crop_landmark_mask
+                                  [n, 14] and source_size [n, 2] (width, height of each picture)
     chunks/NNNNNN.json            the chunk's ids, file fingerprints and the CRC-32 of its two data files,
                                   written last: it commits the chunk
 
@@ -48,6 +50,7 @@ from fashionrec.atomic import atomic_write, atomic_write_json
 from fashionrec.data.images import DECODE_THREADS, load_image
 from fashionrec.data.jsonfile import read_json
 from fashionrec.data.landmarks import NUM_LANDMARKS
+from fashionrec.data.landmarks_original import EXTRA_FIELDS, ORIGINAL
 from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
 from fashionrec.errors import UserError
 
@@ -55,7 +58,14 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 64 * 2**20  # pixels held in memory before a chunk is written (and lost at most on a kill)
 
 CHECKED = ("pixels.npy", "meta.safetensors")  # the data files of a chunk, each with a checksum
-META_KEYS = {"box", "landmarks", "landmark_mask"}
+META_FIELDS = {  # per-image arrays stored beside the pixels: shape and dtype
+    "box": ((4,), np.float32),
+    "landmarks": ((NUM_LANDMARKS, 2), np.float32),
+    "landmark_mask": ((NUM_LANDMARKS,), np.bool_),
+    "crop_landmarks": ((NUM_LANDMARKS, 2), np.float32),
+    "crop_landmark_mask": ((NUM_LANDMARKS,), np.bool_),
+    "source_size": ((2,), np.int32),
+}
 
 Fingerprint = list[str | int]  # [file name, size, mtime_ns]: a changed file gets a different one
 Identity = tuple[int, ...]  # inode, size, mtime_ns, ctime_ns of a chunk's data files: a write changes it
@@ -80,6 +90,8 @@ class ImageCache:
         self.root = Path(cache_dir) / f"v{FORMAT_VERSION}-{config.key()}"
         side = config.image_size
         self.chunk_images = chunk_images or max(1, CHUNK_BYTES // (2 * side * side * 3))
+        extra = EXTRA_FIELDS if config.landmarks == ORIGINAL else ()
+        self.meta_keys = ("box", "landmarks", "landmark_mask", *extra)
         self._entries: dict[str, tuple[str, int]] = {}
         self._open: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         self._pid = os.getpid()
@@ -124,9 +136,7 @@ class ImageCache:
         return PreprocessedImage(  # HWC views of channels-first copies
             image=np.array(pixels[row, 0]).transpose(1, 2, 0),
             crop=np.array(pixels[row, 1]).transpose(1, 2, 0),
-            box=meta["box"][row].copy(),
-            landmarks=meta["landmarks"][row].copy(),
-            landmark_mask=meta["landmark_mask"][row].copy(),
+            **{key: meta[key][row].copy() for key in self.meta_keys},
         )
 
     @property
@@ -230,7 +240,7 @@ class ImageCache:
         side = self.config.image_size
         if pixels.dtype != np.uint8 or pixels.shape != (len(manifest["ids"]), 2, 3, side, side):
             return f"pixels.npy holds {pixels.dtype} {pixels.shape}, not what its manifest lists"
-        if set(meta) != META_KEYS or any(len(v) != len(manifest["ids"]) for v in meta.values()):
+        if set(meta) != set(self.meta_keys) or any(len(v) != len(manifest["ids"]) for v in meta.values()):
             return "meta.safetensors does not hold what its manifest lists"
         del pixels
         identity = self._identity(name)
@@ -295,7 +305,9 @@ class ImageCache:
 
         numbers = [int(p.stem) for p in self._chunks_dir.glob("[0-9]*.json")]
         first = max(numbers, default=0) + 1
-        writer = _ChunkWriter(self._chunks_dir, first, self.chunk_images, self.config.image_size, self._wrote)
+        writer = _ChunkWriter(
+            self._chunks_dir, first, self.chunk_images, self.config.image_size, self.meta_keys, self._wrote
+        )
         bar = tqdm(total=len(todo), desc="preprocessing images", unit="img", file=sys.stderr, disable=not progress)
         with bar, ThreadPoolExecutor(workers) as pool:
             try:
@@ -315,19 +327,26 @@ class _ChunkWriter:
     """Buffers processed images and writes them as numbered, immutable chunks; `written(name)` is called
     once a chunk is committed."""
 
-    def __init__(self, directory: Path, number: int, capacity: int, side: int, written: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        number: int,
+        capacity: int,
+        side: int,
+        meta_keys: tuple[str, ...],
+        written: Callable[[str], None],
+    ) -> None:
         self.directory, self.number, self.capacity, self.written = directory, number, capacity, written
         self.pixels = np.empty((capacity, 2, 3, side, side), np.uint8)
-        self.box = np.empty((capacity, 4), np.float32)
-        self.landmarks = np.empty((capacity, NUM_LANDMARKS, 2), np.float32)
-        self.mask = np.empty((capacity, NUM_LANDMARKS), np.bool_)
+        self.meta = {key: np.empty((capacity, *META_FIELDS[key][0]), META_FIELDS[key][1]) for key in meta_keys}
         self.ids: list[str] = []
         self.fingerprints: list[Fingerprint] = []
 
     def add(self, image_id: str, fingerprint: Fingerprint, item: PreprocessedImage) -> None:
         n = len(self.ids)
         self.pixels[n, 0], self.pixels[n, 1] = item.image.transpose(2, 0, 1), item.crop.transpose(2, 0, 1)
-        self.box[n], self.landmarks[n], self.mask[n] = item.box, item.landmarks, item.landmark_mask
+        for key, values in self.meta.items():
+            values[n] = getattr(item, key)
         self.ids.append(image_id)
         self.fingerprints.append(fingerprint)
         if len(self.ids) == self.capacity:
@@ -339,8 +358,7 @@ class _ChunkWriter:
             return
         name = f"{self.number:06d}"
         pixels_crc = _save_npy(self.directory / f"{name}.pixels.npy", self.pixels[:n])
-        meta = {"box": self.box[:n], "landmarks": self.landmarks[:n], "landmark_mask": self.mask[:n]}
-        blob = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in meta.items()})
+        blob = safetensors.numpy.save({k: np.ascontiguousarray(v[:n]) for k, v in self.meta.items()})
         atomic_write(self.directory / f"{name}.meta.safetensors", lambda f: f.write(blob))
         sums = {"pixels.npy": pixels_crc, "meta.safetensors": zlib.crc32(blob)}
         atomic_write_json(

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.fashioniq import Triplet, caption_text
+from fashionrec.data.landmarks_original import for_training
 from fashionrec.data.preprocess import PreprocessedImage
 from fashionrec.errors import UserError
 
@@ -51,6 +52,8 @@ class TripletDataset(Dataset):
 
     With `train`, the captions are shuffled by `caption_order_seed(seed, epoch, index)`; call `set_epoch`
     before each epoch (DataLoader workers see it when they are created, so not with persistent_workers).
+    Under `--landmarks original` both images carry the reference's points, scaled as the original's
+    training and validation data had them (`landmarks_original.for_training`).
     """
 
     def __init__(
@@ -75,9 +78,12 @@ class TripletDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         triplet = self.triplets[index]
         input_ids, attention_mask = self.tokenizer.encode(self.text(index))
+        reference, target = for_training(
+            self.cache.get(triplet.candidate), self.cache.get(triplet.target), self.cache.config.image_size
+        )
         return {
-            **image_tensors(self.cache.get(triplet.candidate), "ref_"),
-            **image_tensors(self.cache.get(triplet.target), "tgt_"),
+            **image_tensors(reference, "ref_"),
+            **image_tensors(target, "tgt_"),
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
             "attention_mask": torch.tensor(attention_mask, dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
@@ -85,7 +91,8 @@ class TripletDataset(Dataset):
 
 
 class GalleryDataset(Dataset):
-    """The images a query is ranked against (or a catalog to index), encoded once each."""
+    """The images a query is ranked against (or a catalog to index), encoded once each, each with its own
+    landmarks (under `--landmarks original`: detected on the whole image, as the original's catalog)."""
 
     def __init__(self, ids: Sequence[str], cache: ImageCache) -> None:
         self.ids = list(ids)

@@ -64,25 +64,30 @@ def pose_to_landmarks(points: Sequence[tuple[float, float, float]]) -> tuple[np.
 class MediapipePose:
     """The `mediapipe` backend: the legacy Pose solution, whose model ships in the 0.10.14 wheel (offline)."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "--landmarks mediapipe, the paper preset's default") -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")  # keep TFLite's start-up chatter off stderr
         try:
             from mediapipe.python.solutions import pose
         except ImportError:
-            raise UserError(_mediapipe_missing()) from None
+            raise UserError(_mediapipe_missing(backend)) from None
         self._pose = pose.Pose(static_image_mode=True, model_complexity=1)
 
-    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def points(self, rgb: np.ndarray) -> list[tuple[float, float, float]] | None:
+        """MediaPipe's 33 points (x, y in [0, 1] of `rgb`, visibility), or None when it finds no body."""
         with warnings.catch_warnings():  # mediapipe 0.10.14 calls a protobuf API newer protobufs deprecate
             warnings.filterwarnings("ignore", "SymbolDatabase.GetPrototype", UserWarning)
             result = self._pose.process(np.ascontiguousarray(rgb))
         if result.pose_landmarks is None:
-            return no_landmarks()
-        return pose_to_landmarks([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark])
+            return None
+        return [(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark]
+
+    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = self.points(rgb)
+        return no_landmarks() if points is None else pose_to_landmarks(points)
 
 
-def _mediapipe_missing() -> str:
-    needed = "landmarks (--landmarks mediapipe, the paper preset's default) need mediapipe"
+def _mediapipe_missing(backend: str) -> str:
+    needed = f"landmarks ({backend}) need mediapipe"
     if not mediapipe_installable():
         python, newest = "{}.{}".format(*sys.version_info[:2]), "{}.{}".format(*MEDIAPIPE_NEWEST_PYTHON)
         return (

@@ -13,6 +13,7 @@ from PIL import Image
 
 from fashionrec.data.crop import make_boxer
 from fashionrec.data.landmarks import NUM_LANDMARKS, MediapipePose, no_landmarks
+from fashionrec.data.landmarks_original import ORIGINAL, OriginalLandmarks
 from fashionrec.errors import UserError
 
 __all__ = ["CROPS", "LANDMARKS", "NUM_LANDMARKS", "PreprocessConfig", "PreprocessedImage", "Preprocessor"]
@@ -20,7 +21,7 @@ __all__ = ["CROPS", "LANDMARKS", "NUM_LANDMARKS", "PreprocessConfig", "Preproces
 # Bump when the output of a given config changes (a new margin, a new resize filter): old caches go stale.
 PREPROCESS_VERSION = 1
 CROPS = ("none", "foreground", "yolo")
-LANDMARKS = ("none", "mediapipe")
+LANDMARKS = ("none", "mediapipe", ORIGINAL)
 RESAMPLE = Image.Resampling.BILINEAR
 
 
@@ -68,6 +69,11 @@ class PreprocessedImage:
     box: np.ndarray  # float32 [4], x0, y0, x1, y1 in [0, 1] of the original
     landmarks: np.ndarray  # float32 [14, 2], x, y in [0, 1] of the model input frame
     landmark_mask: np.ndarray  # bool [14]
+    # `--landmarks original` only (data/landmarks_original.py): `landmarks` are then the whole picture's points,
+    # these the crop's (in [0, 1] of the crop) and the picture's width and height, for its other conventions.
+    crop_landmarks: np.ndarray | None = None  # float32 [14, 2]
+    crop_landmark_mask: np.ndarray | None = None  # bool [14]
+    source_size: np.ndarray | None = None  # int32 [2]
 
 
 class Preprocessor:
@@ -77,6 +83,7 @@ class Preprocessor:
         self.config = config
         self._boxer = make_boxer(config.crop, config.yolo_weights)
         self._landmarker = MediapipePose() if config.landmarks == "mediapipe" else None
+        self._original = OriginalLandmarks(on_crop=config.crop == "yolo") if config.landmarks == ORIGINAL else None
 
     def process(self, image: Image.Image) -> PreprocessedImage:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
@@ -88,8 +95,8 @@ class Preprocessor:
         source = (x0, y0, max(box[2] * w, x0 + 1.0), max(box[3] * h, y0 + 1.0))
         whole = np.array(rgb.resize(size, RESAMPLE), dtype=np.uint8)  # writable, unlike asarray
         crop = np.array(rgb.resize(size, RESAMPLE, box=source), dtype=np.uint8)
-        if self._landmarker is None:
-            points, mask = no_landmarks()
-        else:
-            points, mask = self._landmarker(np.asarray(rgb))
-        return PreprocessedImage(whole, crop, np.asarray(box, np.float32), points, mask)
+        box = np.asarray(box, np.float32)
+        if self._original is not None:
+            return PreprocessedImage(whole, crop, box, **self._original(rgb, box))
+        points, mask = no_landmarks() if self._landmarker is None else self._landmarker(np.asarray(rgb))
+        return PreprocessedImage(whole, crop, box, points, mask)

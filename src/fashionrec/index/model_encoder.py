@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fashionrec.data.cache import ImageCache
+from fashionrec.data.landmarks_original import for_query
 from fashionrec.data.preprocess import PreprocessConfig, PreprocessedImage, Preprocessor
 from fashionrec.device import resolve_device
 from fashionrec.model import FashionModel, load_model
@@ -45,7 +46,9 @@ def fingerprint(model: FashionModel, with_preprocess: bool = False) -> str:
 
 class ModelEncoder:
     """A loaded FashionVLP as an `Encoder`: catalog images through the training cache, queries through the
-    same `Preprocessor` one at a time."""
+    same `Preprocessor` one at a time. Under `--landmarks original` a catalog image carries its own
+    whole-image points and a query the points of its crop, as the original system's extractor and
+    inference did (`fashionrec.data.landmarks_original`)."""
 
     def __init__(
         self,
@@ -121,7 +124,7 @@ class ModelEncoder:
 
     def prepare_query(self, image: Image.Image, text: str) -> Query:
         with self._preprocess_lock:
-            processed = self._get_preprocessor().process(image)
+            processed = for_query(self._get_preprocessor().process(image))
         input_ids, attention_mask = self.model.tokenizer.encode(text)
         return processed, input_ids, attention_mask
 

@@ -11,6 +11,7 @@ _EXPORTS = {
     "ModelConfig": "config",
     "preset_config": "config",
     "convert_original": "original_format",
+    "export_original": "original_format",
     "is_original_checkpoint": "original_format",
     "FashionVLP": "fashionvlp",
     "FashionModel": "factory",

@@ -97,5 +97,7 @@ def preset_config(name: str) -> ModelConfig:
             text=dict(BERT_BASE),
             max_text_len=ORIGINAL_TEXT_LEN,
             text_model="bert-base-uncased",
+            # Its own landmark detector and conventions; its YOLO crop needs the user's weights (--crop yolo).
+            preprocess={"crop": "foreground", "landmarks": "original", "yolo_weights": None},
         )
     raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

@@ -1,5 +1,6 @@
 """Checkpoints written by the original public system (`train.py`, `train_optimized.py`, `resume_training.py`),
-turned into fashionrec's checkpoint layout for the `original` preset. Nothing here reads or writes files.
+turned into fashionrec's checkpoint layout for the `original` preset (`convert_original`), and back
+(`export_original`). Nothing here reads or writes files.
 
 What such a file holds: `model_state_dict` (keys prefixed `_orig_mod.` after torch.compile, `module.` after
 DataParallel, or neither; the shared ResNet-50 listed twice), `optimizer_state_dict` (one AdamW group over
@@ -11,6 +12,8 @@ feature extractor also accepts) is read as `model_state_dict` alone.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -72,13 +75,10 @@ def convert_original(ckpt: dict[str, Any], source: str, text_model: str | None =
             f"{tokenizer.vocab_size} tokens; pass --text-model FOLDER holding {BERT_UNCASED}'s vocab.txt"
         )
     config.text_model = text_model or BERT_UNCASED
-    with torch.device("meta"):  # names, shapes and parameter order only: no memory, no initialisation cost
-        skeleton = OriginalFashionVLP(config, tokenizer)
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    expected, names = _skeleton(config, tokenizer)
     problem = _mismatch(expected, state)
     if problem:
         raise UserError(f"{source} does not match the original architecture: {problem}")
-    names = [name for name, _ in skeleton.named_parameters()]
     scheduler = ckpt.get("scheduler_state_dict")
     val_recalls = [float(r) for r in ckpt.get("val_recalls", [])]
     best = ckpt.get("best_recall", max(val_recalls, default=-1.0))
@@ -97,6 +97,35 @@ def convert_original(ckpt: dict[str, Any], source: str, text_model: str | None =
         "tokenizer": tokenizer.to_json(),
         "original": {"source": source, **{k: ckpt[k] for k in RUN_FACTS if k in ckpt}},
     }
+
+
+def _skeleton(config: ModelConfig, tokenizer: TextTokenizer) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """The `original` model's state-dict shapes (in its order) and its parameters() names, without building it."""
+    with torch.device("meta"):  # names, shapes and parameter order only: no memory, no initialisation cost
+        skeleton = OriginalFashionVLP(config, tokenizer)
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, [n for n, _ in skeleton.named_parameters()]
+
+
+def _their_state_order(keys: Sequence[str]) -> list[str]:
+    """The original's state-dict keys for ours, in its order: the shared backbone is listed again, under the
+    reference block, before the reference block's own modules (their registration order)."""
+    backbone = [SECOND_COPY + k[len(KEPT_COPY) :] for k in keys if k.startswith(KEPT_COPY)]
+    first = next((i for i, k in enumerate(keys) if k.startswith(BLOCKS[1])), len(keys))
+    return [*keys[:first], *backbone, *keys[first:]]
+
+
+def _parameter_order(state_order: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The original's parameters() order (what its AdamW state is indexed by): its state-dict order with
+    buffers and the backbone's second listing left out."""
+    wanted = set(names)
+    return [k for k in state_order if k in wanted]
+
+
+def _reindex(state: Mapping[int, Any], ids: Sequence[int], old: Sequence[str], new: Sequence[str]) -> dict[int, Any]:
+    """Per-parameter optimizer state keyed by position in `new` instead of by `ids` (`ids[j]` is `old[j]`'s);
+    parameters without state (never had a gradient) stay without."""
+    position = {name: i for i, name in enumerate(new)}
+    return {position[name]: dict(state[pid]) for pid, name in zip(ids, old, strict=True) if pid in state}
 
 
 def _tie_backbone(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -171,26 +200,97 @@ def _adamw_state(
     if not isinstance(groups, list) or len(groups) != 1 or not isinstance(saved.get("state"), dict):
         found = len(groups) if isinstance(groups, list) else "no"
         raise UserError(f"{source}: optimizer state is not the original's single AdamW group ({found} groups)")
-    wanted = set(names)
-    original_order = [k for k in order if k in wanted]
+    original_order = _parameter_order(order, names)
     ids = list(groups[0].get("params", []))
     if len(ids) != len(original_order):
         raise UserError(
             f"{source}: the optimizer holds {len(ids)} parameters but the weights have {len(original_order)}; "
             "the optimizer state does not belong to these weights"
         )
-    position = {name: i for i, name in enumerate(names)}
-    state: dict[int, dict[str, Any]] = {}
-    for pid, name in zip(ids, original_order, strict=True):
-        if pid not in saved["state"]:
-            continue
-        moments = dict(saved["state"][pid])
+    state = _reindex(saved["state"], ids, original_order, names)
+    for pid in sorted(state):
+        name, moments = names[pid], state[pid]
         for key in ("exp_avg", "exp_avg_sq"):
             if key not in moments or tuple(moments[key].shape) != shapes[name]:
                 got = tuple(moments[key].shape) if key in moments else "nothing"
                 raise UserError(f"{source}: optimizer {key} of {name} is {got}, expected {shapes[name]}")
-        state[position[name]] = moments
     stray = set(saved["state"]) - set(ids)
     if stray:
         raise UserError(f"{source}: optimizer state for parameter ids {sorted(stray)[:5]} outside its group")
     return {"state": state, "param_groups": [{**groups[0], "params": list(range(len(names)))}]}
+
+
+def export_original(ckpt: Mapping[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """The original's checkpoint layout for a fashionrec checkpoint of the `original` preset (the inverse of
+    `convert_original`), and notes for the user: what the original's `resume_training.py` loads strictly into
+    its torch.compile'd model and continues. Weights under `_orig_mod.` with the shared backbone listed under
+    both blocks; AdamW state re-indexed to the original's parameters() order; OneCycleLR state when the run
+    has one (another schedule has no counterpart there, and their script builds a fresh OneCycleLR); `epoch`,
+    `loss`, `recall_at_10` (numbers) and the histories. Plain tensors, numbers, strings and lists only."""
+    config = ckpt.get("model_config") or {}
+    if config.get("preset") != "original":
+        preset = config.get("preset")
+        what = f"the {preset!r} preset" if preset else "no known preset (saved without settings)"
+        raise UserError(f"{source} is a model of {what}; only the `original` preset has the original system's model")
+    optimizer = ckpt.get("optimizer_state_dict")
+    groups = (optimizer or {}).get("param_groups") or []
+    if len(groups) > 1:
+        raise UserError(
+            f"{source} was trained with {len(groups)} learning-rate groups (--backbone-lr / --text-lr); the "
+            "original's resume_training.py builds one AdamW group over the whole model"
+        )
+    if int(ckpt.get("samples_in_epoch") or 0) > 0:
+        raise UserError(
+            f"{source} was saved {ckpt['samples_in_epoch']} samples into epoch {int(ckpt['epoch']) + 1}; the "
+            "original's resume_training.py restarts at an epoch's beginning: export an epoch-end checkpoint"
+        )
+    model_config = ModelConfig.from_dict(config)
+    tokenizer = TextTokenizer.from_json(ckpt["tokenizer"], model_config.max_text_len)
+    shapes, names = _skeleton(model_config, tokenizer)
+    state = {strip_wrappers(k): v for k, v in ckpt["model_state_dict"].items()}
+    problem = _mismatch(shapes, state)
+    if problem:
+        raise UserError(f"{source} does not match the original architecture: {problem}")
+    order = _their_state_order(list(shapes))
+    weights = {f"{WRAPPER_PREFIXES[0]}{k}": state[k.replace(SECOND_COPY, KEPT_COPY, 1)] for k in order}
+    out: dict[str, Any] = {"epoch": int(ckpt.get("epoch", 0)), "model_state_dict": weights}
+    if groups:
+        if len(groups[0]["params"]) != len(names):
+            count = len(groups[0]["params"])
+            raise UserError(f"{source}: its optimizer holds {count} parameters, the model {len(names)}")
+        theirs = _parameter_order(order, names)
+        out["optimizer_state_dict"] = {
+            "state": _reindex(optimizer["state"], groups[0]["params"], names, theirs),
+            "param_groups": [{**groups[0], "params": list(range(len(theirs)))}],
+        }
+    notes = []
+    scheduler = ckpt.get("scheduler_state_dict")
+    if isinstance(scheduler, dict) and {"total_steps", "_schedule_phases"} <= scheduler.keys():
+        out["scheduler_state_dict"] = scheduler
+        if int(scheduler.get("last_epoch", 0)) >= int(scheduler["total_steps"]):
+            notes.append(
+                f"its OneCycleLR has taken all {scheduler['total_steps']} of its steps: the original's "
+                "resume_training.py stops ('Tried to step') at its first optimizer step"
+            )
+    else:
+        why = "has no scheduler state" if not scheduler else "follows a schedule other than OneCycleLR"
+        notes.append(
+            f"{source} {why}: written without scheduler state, so the original's resume_training.py builds a "
+            "fresh OneCycleLR over the epochs that remain"
+        )
+    losses = [float(x) for x in ckpt.get("train_losses") or []]
+    recalls = [float(x) for x in ckpt.get("val_recalls") or []]
+    out |= {
+        "loss": _number(ckpt.get("loss"), losses),
+        "recall_at_10": _number(ckpt.get("recall_at_10"), recalls),
+        "train_losses": losses,
+        "val_recalls": recalls,
+    }
+    return out, notes
+
+
+def _number(value: Any, history: list[float]) -> float:
+    """A figure the original prints with `:.4f`: the value, else the history's last, else NaN (never None)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return history[-1] if history else math.nan
