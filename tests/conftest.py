@@ -50,7 +50,7 @@ def require() -> Callable[[str], ModuleType]:
     return require_module
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_mediapipe() -> ModuleType:
     """mediapipe, or a skip: on a Python its pinned release has no wheel for, a skip even in CI (there it
     cannot exist); elsewhere `require_module`'s rule (fail in CI)."""
