@@ -1,7 +1,7 @@
 """Evaluation at FashionIQ-val scale (CPU, tiny preset): wall time of `fashionrec.eval.retrieval.evaluate`
 and how many images pass through the backbone.
 
-    venv/bin/python benchmarks/bench_eval.py [--threads 1] [--fashioniq /work/shared/data/fashioniq] [--workers 0,2]
+    venv/bin/python benchmarks/bench_eval.py [--threads 1] [--fashioniq data/fashioniq] [--workers 0,2]
 
 The real val ids and triplets (3 categories: 6016 queries, 15536 gallery images) with one stand-in picture
 per id (a random-colour square with a block of another colour on it, so the foreground crop has something
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument(
         "--fashioniq",
         type=Path,
-        default=Path("/work/shared/data/fashioniq"),
+        default=Path("data/fashioniq"),
         help="FashionIQ annotations folder (captions/, image_splits/)",
     )
     parser.add_argument("--split", default="val")

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Resume training from a checkpoint with the guide's settings:
+# Resume training from a checkpoint with the settings of the original system's resume-training guide (its
+# Vietnamese "Hướng dẫn Resume Training" document): batch 32, gradient accumulation 2, mixed precision and
+# fast validation.
 #   ./run_resume_training.sh <checkpoint> <annotations> <images> [batch=32] [epochs=100]
 # <checkpoint> may be a file or a folder (the newest valid checkpoint in it is used).
 # Extra flags after the five positional arguments are passed on to `fashionrec resume`.

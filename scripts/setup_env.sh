@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create venv/ (where the guide expects it) and install fashionrec into it with the given extras.
+# Create venv/ (where the original system's resume-training guide, its Vietnamese "Hướng dẫn Resume Training"
+# document, expects it) and install fashionrec into it with the given extras.
 #   scripts/setup_env.sh [EXTRAS]      e.g. scripts/setup_env.sh serve,test
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import sys
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +48,17 @@ def require_module(name: str) -> ModuleType:
 def require() -> Callable[[str], ModuleType]:
     """`require("playwright.sync_api") -> module`: imports it, else skips (fails when CI is set)."""
     return require_module
+
+
+@pytest.fixture(scope="session")
+def require_mediapipe() -> ModuleType:
+    """mediapipe, or a skip: on a Python its pinned release has no wheel for, a skip even in CI (there it
+    cannot exist); elsewhere `require_module`'s rule (fail in CI)."""
+    from fashionrec.data.landmarks import mediapipe_installable
+
+    if not mediapipe_installable():
+        pytest.skip("mediapipe 0.10.14 has no wheel for Python {}.{}".format(*sys.version_info[:2]))
+    return require_module("mediapipe")
 
 
 @pytest.fixture(scope="session")

@@ -44,3 +44,22 @@ def test_a_missing_resource_fails_in_ci(missing_resource, monkeypatch: pytest.Mo
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no annotations"):
         missing_resource("no annotations")
+
+
+def test_mediapipe_is_required_exactly_where_it_has_a_wheel() -> None:
+    """pyproject.toml's marker and `mediapipe_installable` draw the same line: the newest Python it has."""
+    import re
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from fashionrec.data.landmarks import MEDIAPIPE_NEWEST_PYTHON
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    found = [Requirement(text) for text in re.findall(r"\"(mediapipe[^\"]*)\"", pyproject)]
+    newest = "{}.{}".format(*MEDIAPIPE_NEWEST_PYTHON)
+    after = f"{MEDIAPIPE_NEWEST_PYTHON[0]}.{MEDIAPIPE_NEWEST_PYTHON[1] + 1}"
+    assert len(found) == 2  # the landmarks and test extras
+    for requirement in found:
+        assert requirement.marker.evaluate({"python_version": newest})
+        assert not requirement.marker.evaluate({"python_version": after})

@@ -65,28 +65,35 @@ def test_convert_writes_a_fashionrec_checkpoint(original_file, tmp_path, capsys)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
-def test_convert_never_overwrites(original_file, tmp_path):
+def test_convert_never_overwrites(original_file, tmp_path, capsys):
     out = tmp_path / "taken.pt"
     out.write_bytes(b"keep me")
-    args = parse(str(original_file[0]), str(out))
-    with pytest.raises(UserError, match="taken.pt already exists; choose another OUT"):
-        args.func(args)
+    assert main(["convert-original", str(original_file[0]), str(out)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: argument OUT: {out} already exists; choose another OUT (nothing was written)\n"
+    )
     assert out.read_bytes() == b"keep me"
+
+
+def test_convert_needs_its_source(tmp_path, capsys):
+    assert main(["convert-original", str(tmp_path / "in.pt"), str(tmp_path / "new.pt")]) == 2
+    assert capsys.readouterr().err == f"error: argument CKPT: checkpoint not found: {tmp_path / 'in.pt'}\n"
+    assert not (tmp_path / "new.pt").exists()
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"not a torch file", r"Checkpoint is truncated or corrupt: .*in\.pt$"),
+        (b"not a torch file", r"Checkpoint is truncated or corrupt: .*in\.pt \(not a torch file"),
         ({"model_state_dict": {"backbone.features.0.weight": torch.zeros(1)}}, "is not an original-format checkpoint"),
-        (None, "Checkpoint not found"),
     ],
 )
 def test_convert_refuses_what_it_cannot_read(tmp_path, content, message):
     source = tmp_path / "in.pt"
     if isinstance(content, bytes):
         source.write_bytes(content)
-    elif content is not None:
+    else:
         torch.save(content, source)
     args = parse(str(source), str(tmp_path / "out.pt"))
     with pytest.raises(UserError, match=message):
@@ -122,7 +129,10 @@ def test_export_never_overwrites(original_file, tmp_path, capsys):
     out = tmp_path / "theirs.pt"
     out.write_bytes(b"keep me")
     assert export(str(original_file[0]), str(out)) == 2
-    assert capsys.readouterr().err == f"error: {out} already exists; choose another OUT (nothing was written)\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: argument OUT: {out} already exists; choose another OUT (nothing was written)\n"
+    )
     assert out.read_bytes() == b"keep me"
 
 

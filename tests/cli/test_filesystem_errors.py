@@ -56,7 +56,7 @@ def test_output_dir_that_is_a_file(tiny_args, tmp_path, capsys):
     target = tmp_path / "checkpoints"
     target.write_text("my notes")
     assert main([*tiny_args, "--output-dir", str(target)]) == 2
-    assert str(target) in one_line_error(capsys)
+    assert one_line_error(capsys) == f"error: argument --output-dir: output folder {target} is a file, not a folder"
     assert target.read_text() == "my notes"
 
 

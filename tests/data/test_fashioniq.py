@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fashionrec.data.fashioniq import CATEGORIES, Triplet, caption_text, load_split
-from fashionrec.data.images import drop_missing, image_paths, missing_images, resolve_images
+from fashionrec.data.images import drop_missing, image_paths, missing_images, resolve_images, split_image_ids
 from fashionrec.errors import UserError
 
 # (queries, gallery) per category, from the dataset's README.
@@ -26,6 +26,14 @@ def test_real_annotations_have_the_published_counts(fashioniq: Path, split: str)
     assert counts == REAL_COUNTS[split]
     for name, s in splits.items():
         assert all(t.category == name and len(t.captions) == 2 for t in s.triplets)
+
+
+def test_training_caches_60033_distinct_images(fashioniq: Path) -> None:
+    """docs/reproduce.md's cache size: training preprocesses every image its train and val splits need."""
+    needed = {
+        i for split in ("train", "val") for s in load_split(fashioniq, split).values() for i in split_image_ids(s)
+    }
+    assert len(needed) == 60_033
 
 
 def test_real_val_queries_rank_within_their_category_gallery(fashioniq: Path) -> None:
@@ -90,9 +98,12 @@ def test_legacy_single_file_layout(tmp_path: Path) -> None:
         load_split(tmp_path, "train", ["dress"])
 
 
-def test_missing_annotation_folder(tmp_path: Path) -> None:
+def test_missing_annotation_folder_or_a_file_in_its_place(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=f"annotations folder not found: {tmp_path / 'nope'}$"):
         load_split(tmp_path / "nope", "val")
+    (tmp_path / "train.json").write_text("[]")
+    with pytest.raises(UserError, match=f"annotations folder {tmp_path / 'train.json'} is a file, not a folder$"):
+        load_split(tmp_path / "train.json", "val")
 
 
 def test_folder_of_neither_layout(tmp_path: Path) -> None:

@@ -56,6 +56,17 @@ def test_cache_serves_what_the_preprocessor_makes(images: dict[str, Path], tmp_p
         cache.get("nope")
 
 
+def test_an_image_takes_301198_bytes_at_224_px(images: dict[str, Path], tmp_path: Path) -> None:
+    """docs/reproduce.md's cache size: the whole image and the crop, 2 x 3 x 224 x 224 uint8 = 301,056 bytes,
+    and 142 bytes of box, landmarks and their mask."""
+    cache = ImageCache(tmp_path / "cache", PreprocessConfig(image_size=224))
+    cache.build(dict(list(images.items())[:2]), progress=False)
+    pixels = np.load(cache.root / "chunks" / "000001.pixels.npy", mmap_mode="r")
+    meta = safetensors.numpy.load_file(str(cache.root / "chunks" / "000001.meta.safetensors"))
+    assert pixels.shape == (2, 2, 3, 224, 224) and pixels.dtype == np.uint8
+    assert pixels[0].nbytes + sum(values[0].nbytes for values in meta.values()) == 301_198
+
+
 def test_later_runs_reuse_the_cache(images: dict[str, Path], tmp_path: Path) -> None:
     first = ImageCache(tmp_path / "cache", CONFIG)
     first.build(images, progress=False)
@@ -247,6 +258,23 @@ def test_a_damaged_chunk_is_reported_and_rebuilt(
     for image_id in images:
         assert_same(again.get(image_id), clean[image_id])
     assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 0
+
+
+def test_a_damaged_chunk_reports_only_the_images_processed_again(
+    images: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """A build that needs 3 of a damaged chunk's 12 images processes those 3, and says so."""
+    ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False)
+    chunk = tmp_path / "cache" / ImageCache(tmp_path / "cache", CONFIG).root.name / "chunks" / "000001"
+    damage(chunk.with_name("000001.pixels.npy"), -1, 1024)
+    capsys.readouterr()
+    some = dict(list(images.items())[:3])
+    assert ImageCache(tmp_path / "cache", CONFIG).build(some, progress=False) == 3
+    assert capsys.readouterr().err == (
+        f"cache chunk {chunk}: pixels.npy does not match its checksum (the file is damaged); "
+        "3 of its 12 images are processed again now (the others when a command needs them)\n"
+    )
+    assert ImageCache(tmp_path / "cache", CONFIG).build(images, progress=False) == 9
 
 
 def test_an_unreadable_manifest_is_reported_and_its_chunk_rebuilt(

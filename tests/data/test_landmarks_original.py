@@ -83,8 +83,7 @@ def their_query_points(picture: Image.Image) -> torch.Tensor:
 
 # ---- fixtures -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def photos(require, tmp_path_factory) -> dict[str, Path]:
-    require("mediapipe")
+def photos(require, require_mediapipe, tmp_path_factory) -> dict[str, Path]:
     astronaut = Image.fromarray(require("skimage.data").astronaut())
     folder = tmp_path_factory.mktemp("photos")
     paths = {"astronaut": folder / "astronaut.png", "portrait": folder / "portrait.png"}

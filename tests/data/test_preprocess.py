@@ -158,8 +158,7 @@ def test_pose_points_map_to_fourteen_with_mask() -> None:
     assert mask.sum() == 12
 
 
-def test_mediapipe_landmarks_on_a_person(require) -> None:
-    require("mediapipe")
+def test_mediapipe_landmarks_on_a_person(require_mediapipe, require) -> None:
     data = require("skimage.data")
     out = Preprocessor(PreprocessConfig(image_size=64, crop="none", landmarks="mediapipe")).process(
         Image.fromarray(data.astronaut())
@@ -173,17 +172,26 @@ def test_mediapipe_landmarks_on_a_person(require) -> None:
     assert ((out.landmarks >= 0) & (out.landmarks <= 1)).all()
 
 
-def test_mediapipe_without_a_person_marks_nothing_valid(require) -> None:
-    require("mediapipe")
+def test_mediapipe_without_a_person_marks_nothing_valid(require_mediapipe) -> None:
     out = Preprocessor(PreprocessConfig(image_size=32, landmarks="mediapipe")).process(garment_photo())
     assert not out.landmark_mask.any() and not out.landmarks.any()
 
 
-def test_mediapipe_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("python", "message"),
+    [
+        ((3, 12, 4), r"need mediapipe: pip install .fashionrec\[landmarks\]., or pass --landmarks none$"),
+        (
+            (3, 13, 1),
+            r"need mediapipe 0.10.14, which has no wheel for Python 3.13: landmarks need Python 3.10 to 3.12;",
+        ),
+    ],
+)
+def test_mediapipe_missing(monkeypatch: pytest.MonkeyPatch, python: tuple[int, ...], message: str) -> None:
+    """Not installed: how to install it, or, on a Python it has no wheel for, which Pythons have it."""
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)
-    with pytest.raises(
-        UserError, match=r"need mediapipe: pip install .fashionrec\[landmarks\]., or pass --landmarks none"
-    ):
+    monkeypatch.setattr(sys, "version_info", python)
+    with pytest.raises(UserError, match=message):
         Preprocessor(PreprocessConfig(landmarks="mediapipe"))

@@ -94,8 +94,9 @@ def test_an_unreachable_server_is_one_line_at_start(
 ) -> None:
     images, index = qdrant_catalog
     url = f"http://127.0.0.1:{closed_port()}"
-    # Before the model loads: the checkpoint named here does not even exist.
-    build = ["index", "--checkpoint", str(tmp_path / "none"), "--images", str(images), "--out", str(tmp_path / "q")]
+    # Before the model loads: the checkpoint named here is no checkpoint at all.
+    (tmp_path / "none.pt").write_bytes(b"not a checkpoint")
+    build = ["index", "--checkpoint", str(tmp_path / "none.pt"), "--images", str(images), "--out", str(tmp_path / "q")]
     assert main([*build, "--backend", "qdrant", "--url", url, "--collection", "c"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: the Qdrant server at {url} cannot be reached") and err.count("\n") == 1
@@ -145,7 +146,8 @@ def test_the_api_key_is_sent_from_its_file_or_the_environment(
     pointed_at(index, url)
     monkeypatch.setenv("QDRANT_API_KEY", "key-from-the-environment")
     (tmp_path / "key").write_text("key-from-a-file\n")
-    query = ["recommend", "--checkpoint", str(tmp_path / "unused"), "--index", str(index), "--item", "c001"]
+    (tmp_path / "unused.pt").write_bytes(b"not a checkpoint")  # never loaded: the store answers first
+    query = ["recommend", "--checkpoint", str(tmp_path / "unused.pt"), "--index", str(index), "--item", "c001"]
     query += ["--text", "is red"]
     assert main(query) == 2
     assert main([*query, "--qdrant-api-key-file", str(tmp_path / "key")]) == 2

@@ -42,5 +42,5 @@ def test_two_files_with_one_id_are_refused(tmp_path: Path) -> None:
 
 
 def test_missing_folder_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="images folder not found: .*nope$"):
         scan_images(tmp_path / "nope")

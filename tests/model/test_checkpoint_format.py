@@ -10,7 +10,15 @@ import torch
 from fashionrec.cli.main import main
 from fashionrec.errors import UserError
 from fashionrec.model import checkpoint_format, create_model, load_model
-from fashionrec.model.checkpoint_format import DIGEST_KEY, FORMAT_VERSION, Progress, differences, read, write
+from fashionrec.model.checkpoint_format import (
+    DIGEST_KEY,
+    FORMAT_VERSION,
+    Progress,
+    differences,
+    first_sentence,
+    read,
+    write,
+)
 from fashionrec.train.checkpoint import CheckpointManager, load_checkpoint
 
 TEXTS = ["is red and has long sleeves", "is shorter and darker"] * 4
@@ -73,7 +81,7 @@ def test_damage_inside_a_tensor_is_one_clear_error(state, tmp_path, capsys):
     damage_a_weight(path)
     with pytest.raises(UserError, match="is damaged: its content does not match the digest saved with it"):
         read(path)
-    code = main(["evaluate", "--checkpoint", str(path), "--path-file", "a", "--path-folder", "b"])
+    code = main(["evaluate", "--checkpoint", str(path), "--path-file", str(tmp_path), "--path-folder", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "is damaged" in err
 
@@ -88,10 +96,58 @@ def test_a_folder_skips_a_damaged_newest_file_for_the_previous_valid_one(state, 
     assert newest.name in messages[0] and "is damaged" in messages[0]
 
 
+def test_random_bytes_at_the_start_are_damage_not_a_danger(state, tmp_path):
+    """The file's head overwritten (a bad disk, a stray write): damaged, not "could run code"."""
+    path = tmp_path / "c.pt"
+    write(path, state)
+    data = bytearray(path.read_bytes())
+    data[:64] = bytes(range(64, 128))
+    path.write_bytes(data)
+    with pytest.raises(UserError) as e:
+        read(path)
+    assert str(e.value).startswith(f"Checkpoint is truncated or corrupt: {path} (its data cannot be decoded: ")
+    assert "could run code" not in str(e.value) and "weights_only" not in str(e.value)
+
+
+def test_a_truncated_newest_file_is_skipped_with_a_whole_sentence(state, tmp_path):
+    manager = CheckpointManager(tmp_path, "optimized_model")
+    older = manager.save_epoch(state, 1, 0.5)
+    newest = manager.save_epoch({**state, "epoch": 2}, 2, 0.6)
+    newest.write_bytes(newest.read_bytes()[:100_000])
+    messages = []
+    assert load_checkpoint(tmp_path, log=messages.append).path == older
+    assert messages == [
+        f"warning: skipping unreadable checkpoint (Checkpoint is truncated or corrupt: {newest} (not a torch file, "
+        "or one whose end is missing or damaged)); falling back to the previous one"
+    ]
+
+
+def test_torch_messages_are_quoted_by_whole_sentences():
+    torch_says = (
+        "PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal "
+        "miniz error. If you are seeing this error, there is a high likelihood that your checkpoint is corrupted."
+    )
+    assert (
+        first_sentence(torch_says)
+        == "PytorchStreamReader failed reading zip archive: failed finding central directory."
+    )
+    assert first_sentence("\n\nUnsupported operand 39\n\nCheck the documentation") == "Unsupported operand 39"
+
+
 def test_an_unknown_format_version_is_refused_in_one_line(state, tmp_path, capsys):
     for version in (FORMAT_VERSION + 1, "2.0"):
         torch.save({**state, "format_version": version}, tmp_path / "new.pt")
-        code = main(["evaluate", "--checkpoint", str(tmp_path / "new.pt"), "--path-file", "a", "--path-folder", "b"])
+        code = main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "new.pt"),
+                "--path-file",
+                str(tmp_path),
+                "--path-folder",
+                str(tmp_path),
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1
         assert f"checkpoint format version {version!r}, which this fashionrec does not know" in err

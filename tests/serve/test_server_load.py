@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import select
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from fashionrec.serve.server import HEAD_TIMEOUT, MAX_IN_FLIGHT
 
 pytestmark = pytest.mark.slow
 MEMORY_GOAL = 600 * 2**20  # peak RSS above the idle server's, under 16 concurrent 36 MP uploads
+SERVING = re.compile(r"serving \d+ items on (?P<url>http://127\.0\.0\.1:\d+/) \(Ctrl-C stops\)")
 THREADS = 2  # `--threads`; the server's environment says OMP_NUM_THREADS=1, so 2 can only come from the flag
 
 
@@ -38,27 +40,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     checkpoint = tiny_checkpoint(root / "ckpt")
     images = demo_images(root / "demo")
     build_index(checkpoint, images, root / "index", cache_dir=root / "cache", device="cpu")
-    with socket.socket() as probe:  # a free loopback port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(checkpoint)]
-    command += ["--index", str(root / "index"), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    command += ["--index", str(root / "index"), "--host", "127.0.0.1", "--port", "0", "--device", "cpu"]
     command += ["--threads", str(THREADS)]
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+        while not (serving := SERVING.search((root / "server.log").read_text())):
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the server did not start: {(root / 'server.log').read_text()[-2000:]}")
             time.sleep(0.2)
+        url = serving["url"].rstrip("/")
         yield url, server.pid, images
     finally:
         server.terminate()
@@ -74,6 +68,12 @@ def ask(url: str, image: bytes, name: str = "query.png", timeout: float = 30) ->
     return httpx.post(
         f"{url}/recommend", files={"image": (name, image)}, data={"text": "is red", "k": "5"}, timeout=timeout
     )
+
+
+def test_serving_is_said_once_the_port_is_bound(served: tuple[str, int, Path]) -> None:
+    """`--port 0` takes a free port; the "serving ... on URL" line names it, and is printed only once the
+    socket listens: the first request to it is answered, with no retry."""
+    assert httpx.get(f"{served[0]}/health", timeout=30).status_code == 200
 
 
 def test_threads_flag_is_in_force(served: tuple[str, int, Path]) -> None:

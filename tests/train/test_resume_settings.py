@@ -122,7 +122,7 @@ def test_missing_checkpoint_is_one_line(tmp_path, train_args, capsys):
     missing = tmp_path / "checkpoints" / "optimized_model_epoch_10_recall_0.3456.pt"
     code, _, err = run_main(capsys, "resume", "--checkpoint", str(missing), *train_args)
     assert code == 2
-    assert err == f"error: Checkpoint not found: {missing}\n"
+    assert err == f"error: argument --checkpoint: checkpoint not found: {missing}\n"
 
 
 def test_truncated_checkpoint_is_a_clear_error(start, train_args, capsys):

@@ -4,7 +4,6 @@ the same checks; servers of the catalog take the change up on their next request
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fashionrec import options as opt
@@ -30,11 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     update = actions.add_parser("update", help="change an item's fields, or its image (needs --checkpoint)")
     remove = actions.add_parser("remove", help="remove an item")
     for parser in (add, update, remove):
-        parser.add_argument("--index", required=True, metavar="INDEX", help="the catalog: an index folder")
+        opt.INDEX.with_help("the catalog: an index folder, or a catalog database URL").add_to(parser, required=True)
         parser.add_argument("--id", required=True, help="the item's id")
-        parser.add_argument(
-            "--checkpoint", required=parser is add, type=Path, help="the checkpoint the index was built with"
-        )
+        opt.CHECKPOINT.with_help("the checkpoint the index was built with").add_to(parser, required=parser is add)
         opt.add_options(parser, opt.DEVICE, opt.VOCAB, opt.QDRANT_API_KEY_FILE)
         parser.set_defaults(func=run_catalog)
     add.add_argument("--image", required=True, type=opt.readable_file, help="the item's picture (JPEG, PNG, WebP)")

@@ -10,16 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fashionrec.options import VOCAB
+from fashionrec.options import VOCAB, existing_file, new_file
+from fashionrec.paths import new_path
 
 
 def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    from fashionrec.errors import UserError
-
-    source, out = Path(args.checkpoint), Path(args.out)
-    if out.exists():
-        raise UserError(f"{out} already exists; choose another OUT (nothing was written)")
-    return source, out
+    """Checked again when the command starts: OUT may have appeared since the command line was parsed."""
+    return Path(args.checkpoint), new_path(args.out, "OUT")
 
 
 def _report(out: Path, written: dict[str, Any]) -> None:
@@ -64,17 +61,17 @@ def cmd_export_original(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert-original", help="rewrite a checkpoint of the original system in fashionrec's format")
-    p.add_argument(
-        "checkpoint", metavar="CKPT", help="a .pt file written by the original train.py / resume_training.py"
-    )
-    p.add_argument("out", metavar="OUT", help="the fashionrec checkpoint to write (never overwritten)")
-    VOCAB.add_to(p)
+    _add_files(p, "a .pt file written by the original train.py / resume_training.py", "the fashionrec checkpoint")
     p.set_defaults(func=cmd_convert_original)
 
     p = sub.add_parser(
         "export-original", help="write a checkpoint of the original preset in the original system's format"
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="a fashionrec checkpoint of the original preset")
-    p.add_argument("out", metavar="OUT", help="the original-format .pt file to write (never overwritten)")
-    VOCAB.add_to(p)
+    _add_files(p, "a fashionrec checkpoint of the original preset", "the original-format .pt file")
     p.set_defaults(func=cmd_export_original)
+
+
+def _add_files(p: argparse.ArgumentParser, source: str, written: str) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", type=existing_file("checkpoint"), help=source)
+    p.add_argument("out", metavar="OUT", type=new_file("OUT"), help=f"{written} to write (never overwritten)")
+    VOCAB.add_to(p)

@@ -11,7 +11,7 @@ from fashionrec.data.decode_check import corrupt_images
 from fashionrec.data.demo import make_demo_data
 from fashionrec.data.fashioniq import SPLITS, load_split
 from fashionrec.data.images import check_images_folder, resolve_images, split_image_ids
-from fashionrec.options import VOCAB, add_dataset_options
+from fashionrec.options import VOCAB, add_dataset_options, folder_to_write, positive_int
 
 SHOWN_CORRUPT = 20  # corrupt files named one a line on stderr; the rest are counted
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset-info", help="count queries, gallery, and missing or corrupt images per category"
     )
     add_dataset_options(info, skip_missing=False)
-    info.add_argument("--split", choices=SPLITS, default="val")
+    info.add_argument("--split", choices=SPLITS, default="val", help="split to report on (default: val)")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     info.add_argument(
         "--no-decode-check", dest="decode_check", action="store_false",
@@ -31,12 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=dataset_info)
 
     demo = subparsers.add_parser("make-demo-data", help="write a small learnable dataset in the FashionIQ layout")
-    demo.add_argument("out", type=Path, metavar="OUT")
-    demo.add_argument("--images", type=int, default=600, help="images in all (default: 600)")
     demo.add_argument(
-        "--val-images", type=int, metavar="N", help="validation gallery per category (default: a quarter of its images)"
+        "out", type=folder_to_write("output folder"), metavar="OUT", help="folder to write the dataset in"
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--images", type=positive_int, default=600, metavar="N", help="images in all (default: 600)")
+    demo.add_argument(
+        "--val-images",
+        type=positive_int,
+        metavar="N",
+        help="validation gallery per category (default: a quarter of its images)",
+    )
+    demo.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the pictures and captions (default: 0)")
     demo.set_defaults(func=make_demo)
 
 
@@ -73,6 +78,6 @@ def dataset_info(args: argparse.Namespace) -> int:
 
 
 def make_demo(args: argparse.Namespace) -> int:
-    root = make_demo_data(args.out, args.images, args.seed, val_images=args.val_images)
+    root = make_demo_data(Path(args.out), args.images, args.seed, val_images=args.val_images)
     print(f"demo data in {root}: use --path-file {root} --path-folder {root / 'images'}")
     return 0

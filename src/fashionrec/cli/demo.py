@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from fashionrec import options as opt
 from fashionrec.errors import UserError
 
 MARKER = ".fashionrec-demo"
@@ -47,8 +48,13 @@ def _prepare(out: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    out: Path = args.out
+    out = Path(args.out)
     _prepare(out)
+    listener = None
+    if args.serve:  # bound first: a port in use is reported now, not after minutes of training
+        from fashionrec.serve.listen import bind
+
+        listener = bind("127.0.0.1", args.port)
     data, cache, runs = out / "data", out / "cache", out / "runs"
     images = data / "images"
     if not (data / "captions").is_dir():
@@ -147,14 +153,17 @@ def run_demo(args: argparse.Namespace) -> int:
         ["recommend", "--checkpoint", str(final), "--index", str(index), "--item", query["candidate"]]
         + ["--text", text, "--category", "dress", "-k", "5"],
     )
-    serve_command = f"fashionrec serve --checkpoint {final} --index {index} --port {args.port}"
-    if not args.serve:
+    if listener is None:
+        serve_command = f"fashionrec serve --checkpoint {final} --index {index} --port {args.port}"
         print(f"\nServe the demo catalog (HTTP API and web page), or run the demo with --serve:\n  {serve_command}")
         return 0
+    from fashionrec.serve.listen import url
     from fashionrec.serve.server import serve
 
-    print(f"\n== 8. serve the demo catalog: open http://127.0.0.1:{args.port}/\n$ {serve_command}", flush=True)
-    serve(final, index, port=args.port)
+    port = listener.getsockname()[1]
+    serve_command = f"fashionrec serve --checkpoint {final} --index {index} --port {port}"
+    print(f"\n== 8. serve the demo catalog: open {url(listener)}\n$ {serve_command}", flush=True)
+    serve(final, index, listener)
     return 0
 
 
@@ -209,15 +218,27 @@ def _chance_top5(index: Path) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on generated demo data (CPU, a few minutes)")
-    p.add_argument("--out", type=Path, default=Path("demo_run"), help="working folder (default: demo_run)")
-    p.add_argument("--images", type=int, default=DEMO_IMAGES, help=f"demo images (default: {DEMO_IMAGES})")
+    p.add_argument(
+        "--out", type=opt.folder_to_write("demo folder"), default="demo_run", metavar="DIR",
+        help="working folder (default: demo_run)",
+    )  # fmt: skip
+    p.add_argument(
+        "--images",
+        type=opt.positive_int,
+        default=DEMO_IMAGES,
+        metavar="N",
+        help=f"demo images (default: {DEMO_IMAGES})",
+    )
     p.add_argument(
         "--val-images",
-        type=int,
+        type=opt.positive_int,
         default=VAL_IMAGES,
+        metavar="N",
         help=f"validation gallery per category (default: {VAL_IMAGES}; R@50 needs well over 50)",
     )
-    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"training epochs (default: {EPOCHS})")
+    p.add_argument(
+        "--epochs", type=opt.positive_int, default=EPOCHS, metavar="N", help=f"training epochs (default: {EPOCHS})"
+    )
     p.add_argument("--serve", action="store_true", help="end by serving the demo catalog (Ctrl-C stops)")
-    p.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000)")
+    opt.PORT.with_help("port for --serve (0: any free port)").add_to(p)
     p.set_defaults(func=run_demo)

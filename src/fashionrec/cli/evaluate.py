@@ -39,12 +39,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="Recall@10/50 of a checkpoint on a FashionIQ split")
-    p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or model directory")
+    opt.CHECKPOINT.add_to(p, required=True)
     opt.add_dataset_options(p)
-    p.add_argument("--split", default="val", choices=SPLITS, help="split to evaluate (default: val)")
     opt.add_options(p, opt.CACHE_DIR, opt.BATCH, opt.NUM_WORKERS, opt.DEVICE, opt.THREADS, opt.VOCAB)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
+    evaluation = opt.option_group(p, "evaluation")
+    evaluation.add_argument("--split", default="val", choices=SPLITS, help="split to evaluate (default: val)")
+    evaluation.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluation.add_argument(
         "--exclude-reference",
         action="store_true",
         help="drop each query's reference image from its ranking (not the standard FashionIQ protocol)",

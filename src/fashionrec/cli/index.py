@@ -17,19 +17,14 @@ if TYPE_CHECKING:
 QDRANT_KEY_ENV = "QDRANT_API_KEY"
 
 
-class _CategoriesFlag(argparse.Action):
-    """`--categories FILE`, the earlier spelling of `--products FILE`: still read, with a one-line note."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, *_: Any) -> None:
-        print("note: --categories is now --products (the same file works)", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("index", help="encode a folder of catalog images into a search index")
-    p.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint or model directory")
-    p.add_argument("--images", required=True, type=Path, help="catalog folder (jpg/jpeg/png/webp, recursive)")
-    p.add_argument("--out", required=True, metavar="INDEX", help="index folder (created or updated)")
+    opt.CHECKPOINT.with_help("training checkpoint or model directory").add_to(p, required=True)
+    opt.IMAGES.add_to(p, required=True)
+    p.add_argument(
+        "--out", required=True, type=opt.catalog_location(opt.folder_to_write("index folder")), metavar="INDEX",
+        help="index folder (created or updated), or a catalog database URL",
+    )  # fmt: skip
     p.add_argument(
         "--backend",
         choices=("faiss", "qdrant"),
@@ -39,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--collection", help="qdrant collection name")
     p.add_argument(
         "--approx-threshold",
-        type=opt.positive_int,
+        type=opt.non_negative_int,
         metavar="N",
         help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)",
     )
@@ -49,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt.add_options(p, opt.CROP, opt.LANDMARKS, opt.YOLO_WEIGHTS, opt.VOCAB, opt.QDRANT_API_KEY_FILE)
     p.add_argument(
         "--path-file",
-        type=Path,
+        type=opt.existing_folder("annotations folder"),
         metavar="ANNOTATIONS",
         help="FashionIQ annotations folder: items get the categories its image_splits/ list them under",
     )
@@ -61,17 +56,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: what the index had; categories else the top sub-folder, else unknown)",
     )
     p.add_argument(
-        "--categories", dest="products", type=opt.readable_file, action=_CategoriesFlag, help=argparse.SUPPRESS
+        "--categories",
+        dest="products",
+        type=opt.readable_file,
+        action=opt.OldSpelling,
+        current="--products",
+        help=argparse.SUPPRESS,
     )
     p.set_defaults(func=run_index)
 
     p = subparsers.add_parser("recommend", help="top-k catalog items for a reference image and a text change")
     _add_model_and_index(p)
     reference = p.add_mutually_exclusive_group(required=True)
-    reference.add_argument("--image", type=Path, help="reference image file")
+    reference.add_argument("--image", type=opt.existing_file("reference image"), help="reference image file")
     reference.add_argument("--item", metavar="ID", help="a catalog item as the reference (its id in the index)")
-    p.add_argument("--text", required=True, help='the change, e.g. "is red with long sleeves"')
-    p.add_argument("-k", type=int, default=10, help="number of results, 1 to 100 (default: 10)")
+    p.add_argument("--text", required=True, type=opt.feedback_text, help='the change, e.g. "is red with long sleeves"')
+    p.add_argument("-k", type=opt.results_count, default=10, help=f"number of results, 1 to {opt.MAX_K} (default: 10)")
     p.add_argument("--category", help="only items of this category (see `fashionrec index`'s summary)")
     p.add_argument(
         "--json", action="store_true", help="print JSON (every field, the image path too) instead of a table"
@@ -80,8 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("serve", help="HTTP API and web page over an index")
     _add_model_and_index(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    opt.add_options(p, opt.HOST, opt.PORT)
     # One thread by default: concurrency comes from batching requests; more help a large model on its own CPU.
     opt.THREADS.with_default(1).add_to(p)
     p.add_argument(
@@ -94,8 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model_and_index(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, type=Path, help="the checkpoint the index was built with")
-    p.add_argument("--index", required=True, metavar="INDEX", help="index folder from `fashionrec index`")
+    opt.CHECKPOINT.with_help("the checkpoint the index was built with").add_to(p, required=True)
+    opt.add_options(p, opt.INDEX, required=True)
     opt.add_options(p, opt.DEVICE, opt.VOCAB, opt.QDRANT_API_KEY_FILE)
 
 
@@ -199,6 +198,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from fashionrec.serve.listen import bind
+
+    listener = bind(args.host, args.port)  # a port in use is an error before the model loads
     from fashionrec.serve.admin import read_admin_token
     from fashionrec.serve.server import serve
 
@@ -207,8 +209,7 @@ def run_serve(args: argparse.Namespace) -> int:
     serve(
         args.checkpoint,
         args.index,
-        args.host,
-        args.port,
+        listener,
         args.device,
         args.threads,
         args.text_model,

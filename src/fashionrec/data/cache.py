@@ -33,6 +33,7 @@ import os
 import sys
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -194,9 +195,12 @@ class ImageCache:
         while True:
             manifests = self._read_manifests()
             index = _index(manifests)
-            current = {index[i].chunk for i, fp in fingerprints.items() if i in index and index[i].fingerprint == fp}
+            # chunk -> how many of this build's images it serves
+            serving = Counter(
+                index[i].chunk for i, fp in fingerprints.items() if i in index and index[i].fingerprint == fp
+            )
             damaged = {}
-            for name in sorted(current):
+            for name in sorted(serving):
                 if self._trusted(name):
                     continue
                 if "crc32" not in manifests[name]:
@@ -209,8 +213,8 @@ class ImageCache:
             if not damaged:
                 break
             for name, problem in damaged.items():
-                count = len(manifests[name]["ids"])
-                print(f"{self._describe(name, problem)}; its {count} images are processed again", file=sys.stderr)
+                again = _again(serving[name], len(manifests[name]["ids"]))
+                print(f"{self._describe(name, problem)}; {again}", file=sys.stderr)
                 self._remove_chunk(name)
         if adopted:
             print(
@@ -396,6 +400,14 @@ def _crc32_file(path: Path) -> int:
             return 0
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return zlib.crc32(data)
+
+
+def _again(needed: int, held: int) -> str:
+    """What a damaged chunk's removal costs: the images this build needs from it are processed now; the
+    others it held (superseded, or not asked for by this command) only when a later build needs them."""
+    if needed == held:
+        return f"its {held} images are processed again"
+    return f"{needed} of its {held} images are processed again now (the others when a command needs them)"
 
 
 def _well_formed(manifest: object) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from fashionrec.bertvocab import find_vocab, read_vocab
 from fashionrec.data.jsonfile import read_json
 from fashionrec.errors import UserError
+from fashionrec.paths import existing_folder
 
 CATEGORIES = ("dress", "shirt", "toptee")
 SPLITS = ("train", "val")
@@ -58,11 +59,9 @@ def load_split(
     """Read one split of either layout; `categories` None means every category the layout has. `text_model`
     (a folder or Hugging Face name, see `bertvocab.find_vocab`) supplies the vocabulary that decodes
     `feedback_tokens`; it is looked up only when a record has them."""
-    root = Path(path_file)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    if not root.is_dir():
-        raise UserError(f"annotations folder not found: {root}")
+    root = existing_folder(path_file, "annotations folder")
     if (root / "captions").is_dir() or (root / "image_splits").is_dir():
         return _load_official(root, split, categories)
     if any((root / f"{s}.json").is_file() for s in SPLITS):

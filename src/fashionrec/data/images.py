@@ -12,6 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fashionrec.data.fashioniq import CategorySplit, load_split
 from fashionrec.errors import UserError
+from fashionrec.paths import existing_folder
 
 # An id resolves to the first of these that exists (the order settles an id present twice).
 # (Catalog folders for the index accept the same files.)
@@ -21,10 +22,7 @@ DECODE_THREADS = min(8, os.cpu_count() or 1)  # threads that decode images: PIL 
 
 def check_images_folder(folder: str | Path) -> Path:
     """The images folder as a Path; a missing one is a user error rather than "every image is missing"."""
-    path = Path(folder)
-    if not path.is_dir():
-        raise UserError(f"images folder not found: {path}")
-    return path
+    return existing_folder(folder, "images folder")
 
 
 def resolve_images(folder: str | Path, ids: Iterable[str]) -> dict[str, Path]:

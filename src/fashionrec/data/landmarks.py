@@ -7,12 +7,22 @@ input (that input is the picture resized, not cropped). Invalid points are (0, 0
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from fashionrec.errors import UserError
+
+# The pinned mediapipe 0.10.14 (whose wheel ships the pose model, so it works offline) has no wheel for Python
+# 3.13 or later: there the `landmarks` extra installs without it (pyproject.toml's marker says the same).
+MEDIAPIPE_NEWEST_PYTHON = (3, 12)
+
+
+def mediapipe_installable() -> bool:
+    return tuple(sys.version_info[:2]) <= MEDIAPIPE_NEWEST_PYTHON
+
 
 LANDMARK_NAMES = (
     "nose", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
@@ -59,9 +69,7 @@ class MediapipePose:
         try:
             from mediapipe.python.solutions import pose
         except ImportError:
-            raise UserError(
-                f"landmarks ({backend}) need mediapipe: pip install 'fashionrec[landmarks]', or pass --landmarks none"
-            ) from None
+            raise UserError(_mediapipe_missing(backend)) from None
         self._pose = pose.Pose(static_image_mode=True, model_complexity=1)
 
     def points(self, rgb: np.ndarray) -> list[tuple[float, float, float]] | None:
@@ -76,3 +84,14 @@ class MediapipePose:
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         points = self.points(rgb)
         return no_landmarks() if points is None else pose_to_landmarks(points)
+
+
+def _mediapipe_missing(backend: str) -> str:
+    needed = f"landmarks ({backend}) need mediapipe"
+    if not mediapipe_installable():
+        python, newest = "{}.{}".format(*sys.version_info[:2]), "{}.{}".format(*MEDIAPIPE_NEWEST_PYTHON)
+        return (
+            f"{needed} 0.10.14, which has no wheel for Python {python}: landmarks need Python 3.10 to {newest}; "
+            "or pass --landmarks none"
+        )
+    return f"{needed}: pip install 'fashionrec[landmarks]', or pass --landmarks none"

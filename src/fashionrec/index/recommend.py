@@ -21,10 +21,7 @@ from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits, decode_image
 from fashionrec.index.items import Item, Product
 from fashionrec.index.registry import open_catalog
 from fashionrec.index.store import CatalogStore, StoreOptions, check_category, check_encoder, check_scores
-from fashionrec.options import DEFAULT_DEVICE
-
-MAX_K = 100
-MAX_TEXT_CHARS = 500
+from fashionrec.options import DEFAULT_DEVICE, MAX_K, MAX_TEXT_CHARS, check_feedback_text, check_k
 
 
 @dataclass(frozen=True)
@@ -52,14 +49,8 @@ def check_request(text: str, k: int, has_image: bool = True, item_id: str | None
         raise UserError("give the reference as an uploaded image or as a catalog item id, not both")
     if not has_image and item_id is None:
         raise UserError("give a reference: an uploaded image or a catalog item id")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise UserError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
-    text = text.strip()
-    if not text:
-        raise UserError("the feedback text is empty; say what should change, e.g. 'is red with long sleeves'")
-    if len(text) > MAX_TEXT_CHARS:
-        raise UserError(f"the feedback text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    return text
+    check_k(k)
+    return check_feedback_text(text)
 
 
 class Recommender:

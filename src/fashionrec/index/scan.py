@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fashionrec.data.images import IMAGE_EXTENSIONS
 from fashionrec.errors import UserError
+from fashionrec.paths import existing_folder
 
 
 def scan_images(root: Path, skip: Path | None = None) -> dict[str, Path]:
@@ -16,9 +17,7 @@ def scan_images(root: Path, skip: Path | None = None) -> dict[str, Path]:
     format change; two files that differ only in extension would share one and are refused. Hidden
     files and anything under `skip` (the index itself, when it lives inside the catalog) are ignored.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"image directory {root} does not exist")
+    root = existing_folder(root, "images folder")
     skip = skip.resolve() if skip is not None else None
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):

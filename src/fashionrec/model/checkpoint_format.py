@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import sys
 import zipfile
 from collections.abc import Callable, Mapping
@@ -329,6 +330,39 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# What the weights-only unpickler says when a file names a class or function it will not call: the file is whole,
+# but loading it fully could run code. Any other failure to unpickle is damage (random bytes read as opcodes).
+FORBIDDEN_OBJECT = re.compile(
+    r"GLOBAL \S+ (was not an allowed global|whose module \S+ is blocked)|Trying to call reduce|Can only (create|build)"
+)
+UNPICKLER_SAYS = "WeightsUnpickler error:"
+
+
+def unreadable(path: Path, error: Exception) -> str:
+    """Why torch could not read `path`, in one line: objects other than tensors, or a damaged file. torch's
+    message advises turning the protection off (weights_only=False): that advice is never repeated."""
+    message = str(error)
+    if FORBIDDEN_OBJECT.search(message):
+        return (
+            f"{path} holds objects other than tensors and plain data, so it was not loaded (loading it could run "
+            "code); re-save it as a fashionrec checkpoint or use another file"
+        )
+    if not zipfile.is_zipfile(path):  # torch writes zip archives (and, long ago, bare pickles: those load)
+        detail = "not a torch file, or one whose end is missing or damaged"
+    elif UNPICKLER_SAYS in message:  # the archive is whole, but its data is not a pickle stream
+        detail = f"its data cannot be decoded: {first_sentence(message.split(UNPICKLER_SAYS, 1)[1])}"
+    else:
+        detail = first_sentence(message) or type(error).__name__
+    return f"Checkpoint is truncated or corrupt: {path} ({detail})"
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of `text`'s first non-empty line, whole (never cut inside a sentence)."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    end = re.search(r"[.!?](\s|$)", line)
+    return line[: end.start() + 1] if end else line
+
+
 def read(path: str | Path, note: Callable[[str], None] = _note, text_model: str | None = None) -> Checkpoint:
     """Load a checkpoint safely (`weights_only`: no code runs), check its version and digest, and convert the
     original public system's files (`text_model`: where bert-base-uncased's vocabulary is, for those).
@@ -339,17 +373,7 @@ def read(path: str | Path, note: Callable[[str], None] = _note, text_model: str 
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file; none of them is the user's bug
-        # A whole torch file (a zip) that the weights-only reader refuses holds pickled objects, which could run code.
-        if zipfile.is_zipfile(path) and "Weights only load failed" in str(e):
-            raise UserError(
-                f"{path} holds objects other than tensors and plain data, so it was not loaded (loading it "
-                "could run code); re-save it as a fashionrec checkpoint or use another file"
-            ) from None
-        # torch's own message can advise turning the protection off (weights_only=False): never repeat that.
-        detail = (
-            "" if "weights_only" in str(e) else f" ({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})"
-        )
-        raise UserError(f"Checkpoint is truncated or corrupt: {path}{detail}") from None
+        raise UserError(unreadable(path, e)) from None
     if is_original_checkpoint(data):
         note(f"{path.name} is a checkpoint of the original system: read as --preset original")
         return Checkpoint(path, convert_original(data, str(path), text_model))

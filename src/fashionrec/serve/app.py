@@ -36,6 +36,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 MAX_PAGE = 100  # catalog items per GET /items
+FORM_FIELDS = ("image", "text", "k", "item_id", "category")  # what POST /recommend reads; "image" first
 log = logging.getLogger(__name__)
 # Most specific first: the status each kind of UserError is answered with (the rest are 400).
 STATUS = (
@@ -170,7 +171,8 @@ def create_app(service: RecommendService, admin_token: str | None = None) -> Fas
         """Top-k catalog items for a reference (an uploaded `image` or a catalog `item_id`) changed as
         `text` says, optionally within a `category`. The reference item itself is never a result."""
         try:
-            async with request.form(max_files=1, max_fields=4) as form:
+            # A file in any field is read, so that a plain field sent as a file is named in the answer.
+            async with request.form(max_files=len(FORM_FIELDS), max_fields=len(FORM_FIELDS) - 1) as form:
                 parsed = await read_query(form, service.limits.max_bytes)
         except MultiPartException as e:
             return error(400, f"malformed multipart form: {e.message}")
@@ -199,10 +201,10 @@ async def read_query(
     field is wrong. Reads at most one byte past the limit, so the service can report an oversized image."""
     image, text, k = form.get("image"), form.get("text", ""), form.get("k", "10")
     item_id, category = form.get("item_id"), form.get("category")
-    plain = (text, k, *(v for v in (item_id, category) if v is not None))
-    if not (isinstance(image, UploadFile) or (image is None and item_id is not None)) or not all(
-        isinstance(v, str) for v in plain
-    ):
+    files = [name for name in FORM_FIELDS[1:] if isinstance(form.get(name), UploadFile)]
+    if files:
+        return error(400, f"'{files[0]}' was sent as a file; send it as a plain form field (only 'image' is a file)")
+    if not (isinstance(image, UploadFile) or (image is None and item_id is not None)):
         return error(
             400,
             "send the reference image as a file in the multipart field 'image' or a catalog item's id in "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import socket
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from fashionrec.index.store import StoreOptions
 from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.serve.app import create_app
 from fashionrec.serve.inflight import InFlightLimit
+from fashionrec.serve.listen import url
 from fashionrec.serve.protocol import HeadTimeoutProtocol
 
 if TYPE_CHECKING:
@@ -32,8 +34,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 def serve(
     checkpoint: Path,
     location: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    listener: socket.socket,
     device: str = DEFAULT_DEVICE,
     threads: int = 1,
     text_model: str | None = None,
@@ -41,20 +42,26 @@ def serve(
     admin_token: str | None = None,
     options: StoreOptions | None = None,
 ) -> None:
-    """`admin_token` enables the admin routes; `options` carry store credentials (a Qdrant API key)."""
+    """Serve on `listener`, a socket `fashionrec.serve.listen.bind` made before the model loaded (so a port
+    in use was reported at once, and "serving" is printed only once the address is ours). `admin_token`
+    enables the admin routes; `options` carry store credentials (a Qdrant API key)."""
     import uvicorn
 
     set_cpu_threads(threads)
     return_freed_memory()
-    recommender = Recommender.open(Path(checkpoint), location, device=device, text_model=text_model, options=options)
-    try:
-        admin = "; admin routes on" if admin_token else ""
-        count = recommender.catalog.count()
-        print(f"serving {count} items on http://{host}:{port}/{admin} (Ctrl-C stops)", flush=True)
-        app = create_app(recommender, admin_token)
-        uvicorn.Server(uvicorn_config(app, host, port)).run()
-    finally:
-        recommender.close()
+    with listener:
+        recommender = Recommender.open(
+            Path(checkpoint), location, device=device, text_model=text_model, options=options
+        )
+        try:
+            admin = "; admin routes on" if admin_token else ""
+            count = recommender.catalog.count()
+            print(f"serving {count} items on {url(listener)}{admin} (Ctrl-C stops)", flush=True)
+            host, port = listener.getsockname()[:2]
+            app = create_app(recommender, admin_token)
+            uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[listener])
+        finally:
+            recommender.close()
 
 
 def uvicorn_config(

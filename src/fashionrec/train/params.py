@@ -2,7 +2,8 @@
 `resume` parsers and the set of settings a resume may change are generated from it.
 
 `resume` takes every `train` flag with no default: a flag the user leaves out keeps the checkpoint's value
-(or the guide's default for checkpoints that carry no settings)."""
+(or, for checkpoints that carry no settings, the default of the original system's resume-training guide,
+its Vietnamese "Hướng dẫn Resume Training" document)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def setting(option: opt.Option, *, changeable: bool) -> Any:
 
 
 def _preset_default(option: opt.Option) -> opt.Option:
-    return dataclasses.replace(option, help=option.help + " (default: the preset's)")
+    return dataclasses.replace(option, shown_default="the preset's")
 
 
 @dataclass
@@ -37,11 +38,19 @@ class TrainConfig:
     skip_missing: bool = setting(opt.SKIP_MISSING, changeable=True)
     batch: int = setting(opt.BATCH, changeable=True)
     epochs: int = setting(
-        opt.Option("--epochs", 100, "total epochs of the run (not the remainder)", type=opt.positive_int),
+        opt.Option(
+            "--epochs", 100, "total epochs of the run (not the remainder)", type=opt.positive_int, group="optimisation"
+        ),
         changeable=True,
     )
     gradient_accumulation: int = setting(
-        opt.Option("--gradient-accumulation", 2, "micro-batches per optimizer step", type=opt.positive_int),
+        opt.Option(
+            "--gradient-accumulation",
+            2,
+            "micro-batches per optimizer step",
+            type=opt.positive_int,
+            group="optimisation",
+        ),
         changeable=True,
     )
     mixed_precision: bool = setting(
@@ -50,6 +59,7 @@ class TrainConfig:
             False,
             "bf16 autocast where supported, else fp16 with a grad scaler on CUDA",
             switch=True,
+            group="optimisation",
         ),
         changeable=True,
     )
@@ -59,6 +69,7 @@ class TrainConfig:
             False,
             "validate on a fixed, seeded subset of queries against the full gallery",
             switch=True,
+            group="evaluation",
         ),
         changeable=True,
     )
@@ -75,7 +86,11 @@ class TrainConfig:
     )
     fast_validation_queries: int = setting(
         opt.Option(
-            "--fast-validation-queries", 500, "queries per category with --fast-validation", type=opt.positive_int
+            "--fast-validation-queries",
+            500,
+            "queries per category with --fast-validation",
+            type=opt.positive_int,
+            group="evaluation",
         ),
         changeable=True,
     )
@@ -89,25 +104,37 @@ class TrainConfig:
         changeable=False,
     )
     yolo_weights: str | None = setting(opt.YOLO_WEIGHTS, changeable=True)
-    preset: str = setting(opt.Option("--preset", "paper", "model preset", choices=PRESETS), changeable=False)
+    preset: str = setting(
+        opt.Option("--preset", "paper", "model preset", choices=PRESETS, group="model"), changeable=False
+    )
     pretrained: bool = setting(
         opt.Option(
             "--pretrained",
             True,
             "start from pretrained weights (downloaded by name on first use); --no-pretrained: random init",
             switch=True,
+            group="model",
         ),
         changeable=True,
     )
     text_model: str | None = setting(
         opt.Option(
-            "--text-model", None, "BERT-family model: a directory or a Hugging Face model id (downloaded on first use)"
+            "--text-model",
+            None,
+            "BERT-family model: a directory or a Hugging Face model id (downloaded on first use)",
+            metavar="DIR|ID",
+            group="model",
         ),
         changeable=True,
     )
     backbone_weights: str | None = setting(
         opt.Option(
-            "--backbone-weights", None, "ResNet-50 weights (.pth or .safetensors; default: torchvision IMAGENET1K_V2)"
+            "--backbone-weights",
+            None,
+            "ResNet-50 weights (.pth or .safetensors; default: torchvision IMAGENET1K_V2)",
+            type=opt.existing_file("backbone weights file"),
+            metavar="FILE",
+            group="model",
         ),
         changeable=True,
     )
@@ -118,27 +145,42 @@ class TrainConfig:
             3e-4,
             "peak learning rate of the one-cycle schedule; on resume, the peak of the remaining schedule",
             type=opt.positive_float,
+            group="optimisation",
         ),
         changeable=True,
     )
     weight_decay: float = setting(
-        opt.Option("--weight-decay", 0.01, "AdamW weight decay", type=opt.non_negative_float), changeable=False
+        opt.Option("--weight-decay", 0.01, "AdamW weight decay", type=opt.non_negative_float, group="optimisation"),
+        changeable=False,
     )
     output_dir: str = setting(
-        opt.Option("--output-dir", "checkpoints", "checkpoint folder (resume: default the checkpoint's folder)"),
+        opt.Option(
+            "--output-dir",
+            "checkpoints",
+            "checkpoint folder (resume: default the checkpoint's folder)",
+            type=opt.folder_to_write("output folder"),
+            metavar="DIR",
+            group="checkpoints",
+        ),
         changeable=True,
     )
-    seed: int = setting(opt.Option("--seed", 42, "seed for initialisation and data order", type=int), changeable=False)
+    seed: int = setting(
+        opt.Option("--seed", 42, "seed for initialisation and data order", type=int, group="optimisation"),
+        changeable=False,
+    )
     device: str = setting(opt.DEVICE, changeable=True)
     num_workers: int = setting(opt.NUM_WORKERS, changeable=True)
     threads: int | None = setting(opt.THREADS, changeable=True)
-    compile: bool = setting(opt.Option("--compile", False, "torch.compile the model", switch=True), changeable=True)
+    compile: bool = setting(
+        opt.Option("--compile", False, "torch.compile the model", switch=True, group="system"), changeable=True
+    )
     deterministic: bool = setting(
         opt.Option(
             "--deterministic",
             False,
             "deterministic kernels only, so a GPU resume is bit-exact too (slower)",
             switch=True,
+            group="system",
         ),
         changeable=True,
     )
@@ -148,6 +190,7 @@ class TrainConfig:
             0,
             "also checkpoint every N optimizer steps inside an epoch (0: off)",
             type=opt.non_negative_int,
+            group="checkpoints",
         ),
         changeable=True,
     )
@@ -157,6 +200,7 @@ class TrainConfig:
             0,
             "keep only the newest N periodic checkpoints (0: keep all; best and final are never pruned)",
             type=opt.non_negative_int,
+            group="checkpoints",
         ),
         changeable=True,
     )
@@ -166,14 +210,22 @@ class TrainConfig:
             None,
             "stop (resumably) once this many epochs are complete, keeping the schedule of --epochs",
             type=opt.positive_int,
+            group="checkpoints",
         ),
         changeable=True,
     )
     val_split: str = setting(
-        opt.Option("--val-split", "val", "split used for validation", choices=SPLITS), changeable=False
+        opt.Option("--val-split", "val", "split used for validation", choices=SPLITS, group="evaluation"),
+        changeable=False,
     )
     global_negatives: bool = setting(
-        opt.Option("--global-negatives", False, "distributed: contrast against the targets of every rank", switch=True),
+        opt.Option(
+            "--global-negatives",
+            False,
+            "distributed: contrast against the targets of every rank",
+            switch=True,
+            group="optimisation",
+        ),
         changeable=False,
     )
     accumulate_negatives: bool = setting(
@@ -183,18 +235,29 @@ class TrainConfig:
             "InfoNCE over all micro-batches of an optimizer step (every target a negative), with the memory of "
             "one micro-batch: embeddings are cached without gradients, then each micro-batch is re-run",
             switch=True,
+            group="optimisation",
         ),
         changeable=True,
     )
     # With either part LR, one AdamW group per part (heads, backbone, text); without, one group as originally.
     backbone_lr: float | None = setting(
         opt.Option(
-            "--backbone-lr", None, "peak learning rate of the image backbone (default: --lr)", type=opt.positive_float
+            "--backbone-lr",
+            None,
+            "peak learning rate of the image backbone (default: --lr)",
+            type=opt.positive_float,
+            group="optimisation",
         ),
         changeable=False,
     )
     text_lr: float | None = setting(
-        opt.Option("--text-lr", None, "peak learning rate of the text model (default: --lr)", type=opt.positive_float),
+        opt.Option(
+            "--text-lr",
+            None,
+            "peak learning rate of the text model (default: --lr)",
+            type=opt.positive_float,
+            group="optimisation",
+        ),
         changeable=False,
     )
 
