@@ -87,13 +87,11 @@ def ensure(conn: psycopg.Connection, tables: Tables, approx_threshold: int) -> N
             sql.SQL("INSERT INTO {} (layout, approx_threshold) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(t.meta),
             (LAYOUT, approx_threshold),
         )
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (sha256 text PRIMARY KEY, media_type text NOT NULL, data bytea NOT NULL)"
-            ).format(t.images)
-        )
-        # JPEG, PNG and WebP are compressed already: store them out of line without trying again.
-        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN data SET STORAGE EXTERNAL").format(t.images))
+        if not exists(conn, t, "images"):
+            columns = "sha256 text PRIMARY KEY, media_type text NOT NULL, data bytea NOT NULL"
+            conn.execute(sql.SQL("CREATE TABLE {} ({})").format(t.images, sql.SQL(columns)))
+            # JPEG, PNG and WebP are compressed already: stored out of line without another try.
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN data SET STORAGE EXTERNAL").format(t.images))
         conn.execute(
             sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {pending} (
@@ -106,10 +104,13 @@ def ensure(conn: psycopg.Connection, tables: Tables, approx_threshold: int) -> N
     check_layout(conn, t)
 
 
+def exists(conn: psycopg.Connection, tables: Tables, name: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (f"{tables.schema}.{name}",)).fetchone()[0] is not None
+
+
 def check_layout(conn: psycopg.Connection, tables: Tables) -> None:
     """A catalog written by a newer fashionrec may hold what this one would misread."""
-    exists = conn.execute("SELECT to_regclass(%s)", (f"{tables.schema}.catalog_meta",)).fetchone()[0]
-    if exists is None:
+    if not exists(conn, tables, "catalog_meta"):
         return
     layout = conn.execute(sql.SQL("SELECT layout FROM {}").format(tables.meta)).fetchone()[0]
     if layout > LAYOUT:
