@@ -17,25 +17,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from common import unit_vectors
 
 from fashionrec.index.faiss_backend import MAX_PROBE_FRACTION, TARGET_RECALL, train_ivf, tune_nprobe
 
 DIM = 768
 K = 10
-
-
-def unit_vectors(n: int, seed: int, centres: np.ndarray | None = None, chunk: int = 100_000) -> np.ndarray:
-    """Normalised Gaussian vectors, generated in chunks so 1M x 768 needs one 3 GB array, not three;
-    with `centres`, each is a random centre plus noise of about the same length (clustered, as
-    embeddings of a real catalog are)."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, DIM), np.float32)
-    for start in range(0, n, chunk):
-        block = rng.standard_normal((min(chunk, n - start), DIM), dtype=np.float32)
-        if centres is not None:
-            block = block / np.sqrt(DIM) + centres[rng.integers(0, len(centres), len(block))]
-        out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return out
 
 
 def timed(search, queries: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -68,9 +55,9 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def bench_size(n: int, n_queries: int, clustered: bool) -> list[dict]:
     print(f"\n{n:,} vectors x {DIM}: generating...", flush=True)
-    centres = unit_vectors(1000, seed=2) if clustered else None
-    vectors = unit_vectors(n, seed=0, centres=centres)
-    queries = unit_vectors(n_queries, seed=1, centres=centres)
+    centres = unit_vectors(1000, DIM, seed=2) if clustered else None
+    vectors = unit_vectors(n, DIM, seed=0, centres=centres)
+    queries = unit_vectors(n_queries, DIM, seed=1, centres=centres)
     rows = []
     stats, truth = timed(numpy_search(vectors), queries)
     rows.append({"n": n, "method": "numpy exact", "recall_at_10": 1.0, **stats})

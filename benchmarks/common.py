@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # Outside the repository: other people's runs may clear .bench/, and a half-deleted cache fails mid-run.
@@ -95,6 +96,20 @@ def spread(values: Sequence[float]) -> str:
     if not values:
         return "n/a"
     return f"{median(values):.3g} ({min(values):.3g}..{max(values):.3g}, n={len(values)})"
+
+
+def unit_vectors(n: int, dim: int, seed: int, centres: np.ndarray | None = None, chunk: int = 100_000) -> np.ndarray:
+    """Normalised Gaussian vectors, generated in chunks so 1M x 768 vectors needs one 3 GB array, not three;
+    with `centres`, each is a random centre plus noise of about the same length (clustered, as
+    embeddings of a real catalog are)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, chunk):
+        block = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
+        if centres is not None:
+            block = block / np.sqrt(dim) + centres[rng.integers(0, len(centres), len(block))]
+        out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
 
 
 class Stopwatch:

@@ -9,7 +9,7 @@ if ! command -v chromium >/dev/null 2>&1; then
         sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
 fi
-bash scripts/setup_env.sh serve,qdrant,landmarks,test
+bash scripts/setup_env.sh serve,qdrant,postgres,landmarks,test
 venv/bin/ruff check src tests benchmarks
 # One torch thread per process: on a small shared machine two OpenMP threads are often several times slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
