@@ -6,14 +6,16 @@ for every store; the store applies it as one change (`CatalogStore.apply`)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fashionrec.errors import UserError
 from fashionrec.index import categories as category_sources
-from fashionrec.index.encoder import Encoder, same_model
+from fashionrec.index.encoder import Encoder
 from fashionrec.index.images import decode_image
 from fashionrec.index.items import Item, Product
 from fashionrec.index.registry import local_folder, open_catalog
@@ -26,10 +28,14 @@ from fashionrec.index.store import (
     ModelInfo,
     StoreOptions,
     Upsert,
+    check_same_model,
 )
 from fashionrec.options import DEFAULT_CACHE_DIR, DEFAULT_DEVICE
 
 SUMMARY_HIDDEN = ("kind", "file", "sha256", "approx_threshold")  # backend entry keys left out of the summary
+# Images encoded at a time, each batch then staged by stores that keep unfinished builds' vectors: a build
+# killed half-way loses one batch of encoding at most.
+STAGE_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class BuildReport:
 class _Plan:
     folder_items: list[Item]  # every image under the folder, in id order
     encode: dict[str, Path]  # folder items whose vectors are computed again
+    staged: set[str]  # folder items whose vectors a killed build staged: not encoded again
     uploads: list[Item]  # items added one by one (kept by the catalog), with this build's labels
     encode_uploads: bool
     removals: list[str]
@@ -70,6 +77,7 @@ def build_index(
     collection: str | None = None,
     approx_threshold: int | None = None,
     qdrant_api_key: str | None = None,
+    catalog: str | None = None,
     rebuild: bool = False,
     batch_size: int = 64,
     cache_dir: Path = Path(DEFAULT_CACHE_DIR),
@@ -90,14 +98,15 @@ def build_index(
 
     A second run re-encodes only new or changed files and drops removed ones; damaged stored vectors are
     encoded again, a damaged vector index rebuilt from them. FAISS indexes of more than `approx_threshold`
-    items (default 100,000) are IVF, tuned to recall@10 >= 0.95. `backend` (with `url`, `collection`)
-    chooses the vector index of a folder catalog (default: the one it has, else FAISS). `preprocess`
+    items (default 100,000) are IVF, tuned to recall@10 >= 0.95 (PostgreSQL catalogs: HNSW above it,
+    default 10,000). `backend` (with `url`, `collection`) chooses the vector index of a folder catalog
+    (default: the one it has, else FAISS); `catalog` names a catalog in a database. `preprocess`
     (crop=..., landmarks=..., yolo_weights=...) overrides what the checkpoint was trained with. `encoder`
     stands in for loading `checkpoint`; `text_model` is where bert-base-uncased's vocabulary is, for the
     original system's checkpoints.
     """
     images = Path(images)
-    options = StoreOptions(backend, url, collection, approx_threshold, qdrant_api_key)
+    options = StoreOptions(backend, url, collection, approx_threshold, qdrant_api_key, catalog)
     # Opened and scanned first, so bad settings and paths fail before the model loads.
     store = open_catalog(out, options, create=True)
     try:
@@ -116,8 +125,9 @@ def build_index(
 
             encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, text_model, **preprocess)
         if state is not None and not rebuild:
-            _check_same_model(state.model, encoder, out)
-        plan = _plan(paths, images, state, rebuild, categories or {}, products or {})
+            check_same_model(state.model, encoder, store.location)
+        staged = store.staged(encoder.fingerprint, encoder.preprocess["key"])
+        plan = _plan(paths, images, state, rebuild, categories or {}, products or {}, staged)
         changes = _changes(plan, state, store, encoder, batch_size, Path(checkpoint), images)
         entry = store.apply(changes)
     finally:
@@ -130,16 +140,6 @@ def build_index(
     )
 
 
-def _check_same_model(model: ModelInfo, encoder: Encoder, out: str | Path) -> None:
-    """An update must not mix vectors of two models in one index."""
-    if not same_model(encoder, model.fingerprint) or model.preprocess["key"] != encoder.preprocess["key"]:
-        raise UserError(
-            f"{out} was built with another checkpoint or preprocessing "
-            f"({model.checkpoint}, {model.preprocess['config']}); "
-            "pass --rebuild to re-encode every image"
-        )
-
-
 def _plan(
     paths: dict[str, Path],
     images: Path,
@@ -147,18 +147,21 @@ def _plan(
     rebuild: bool,
     given: Mapping[str, tuple[str, ...]],
     products: Mapping[str, Product],
+    staged: frozenset[str] = frozenset(),
 ) -> _Plan:
-    """The new item table, and what must be encoded.
+    """The new item table, and what must be encoded: content the catalog has no vector for (not even one a
+    killed build staged: `staged`).
 
     Size and mtime vouch for a file only under the same root and path; otherwise, or when they differ,
-    the content hash decides, so a touched or moved-back file is not encoded again. A rebuild forgets
+    the content hash decides, so a touched, renamed or moved-back file is not encoded again. A rebuild forgets
     what earlier builds recorded about folder items; items added one by one keep theirs."""
     previous = {} if state is None else {item.id: item for item in state.items}
     recorded = {} if rebuild else previous
     labels = category_sources.assign(paths, given, {i: item.categories for i, item in recorded.items()})
     same_root = state is not None and state.images_root == str(images.resolve())
     reuse = state is not None and state.vectors_reusable and not rebuild
-    folder_items, encode = [], {}
+    stored = {item.sha256 for item in previous.values()} if reuse else set()  # contents with a vector
+    folder_items, encode, from_stage = [], {}, set()
     for item_id, path in paths.items():
         before = previous.get(item_id)
         if before is not None and before.source == "upload":
@@ -173,7 +176,11 @@ def _plan(
         kept = recorded.get(item_id)
         product = products.get(item_id, kept.product if kept is not None else Product())
         folder_items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha, labels[item_id], product))
-        if not (reuse and before is not None and before.sha256 == sha):
+        if sha in stored:  # unchanged, or moved: the vector of its content is kept
+            continue
+        if sha in staged:
+            from_stage.add(item_id)
+        else:
             encode[item_id] = path
     uploads = [
         replace(item, categories=given.get(item.id, item.categories), product=products.get(item.id, item.product))
@@ -181,7 +188,7 @@ def _plan(
         if item.source == "upload"
     ]
     removals = [i for i, item in previous.items() if item.source == "folder" and i not in paths]
-    return _Plan(folder_items, encode, uploads, not reuse, removals)
+    return _Plan(folder_items, encode, from_stage, uploads, not reuse, removals)
 
 
 def _changes(
@@ -194,7 +201,8 @@ def _changes(
     images: Path,
 ) -> ChangeSet:
     """The plan as one change: new vectors where encoded, field changes where only labels changed."""
-    vectors = dict(zip(plan.encode, encoder.encode_catalog(plan.encode, batch_size), strict=True))
+    root = str(images.resolve())
+    vectors = _encode_and_stage(plan, store, encoder, batch_size, lambda d: _model(encoder, checkpoint, d), root)
     if plan.encode_uploads and plan.uploads:
         pictures = [decode_image(store.image(item)) for item in plan.uploads]
         vectors.update(zip([item.id for item in plan.uploads], encoder.encode_images(pictures), strict=True))
@@ -202,10 +210,36 @@ def _changes(
     upserts = [
         Upsert(item, vectors.get(item.id))
         for item in plan.folder_items + plan.uploads
-        if item.id in vectors or previous.get(item.id) != item
+        if item.id in vectors or item.id in plan.staged or previous.get(item.id) != item
     ]
-    dim = next(iter(vectors.values())).shape[0] if vectors else state.model.dim
-    model = ModelInfo(encoder.fingerprint, str(checkpoint.resolve()), encoder.preprocess, int(dim))
-    reset = plan.encode_uploads  # no stored vector is kept: every item is encoded
+    # With nothing encoded, an empty batch still says the model's dimension.
+    dim = next(iter(vectors.values())).shape[0] if vectors else encoder.encode_catalog({}, batch_size).shape[1]
+    reset = plan.encode_uploads  # no stored vector is kept: every item is encoded (or was staged)
     removals = [] if reset else plan.removals
-    return ChangeSet(upserts, removals, model=model, images_root=str(images.resolve()), reset=reset)
+    model = _model(encoder, checkpoint, int(dim))
+    return ChangeSet(upserts, removals, model=model, images_root=root, reset=reset)
+
+
+def _model(encoder: Encoder, checkpoint: Path, dim: int) -> ModelInfo:
+    return ModelInfo(encoder.fingerprint, str(checkpoint.resolve()), encoder.preprocess, dim)
+
+
+def _encode_and_stage(
+    plan: _Plan,
+    store: CatalogStore,
+    encoder: Encoder,
+    batch_size: int,
+    model: Callable[[int], ModelInfo],
+    root: str,
+) -> dict[str, np.ndarray]:
+    """The vectors of `plan.encode`, STAGE_SIZE images at a time, each batch handed to the store to stage."""
+    items = {item.id: item for item in plan.folder_items}
+    ids, vectors = list(plan.encode), {}
+    for start in range(0, len(ids), STAGE_SIZE):
+        chunk = ids[start : start + STAGE_SIZE]
+        encoded = encoder.encode_catalog({i: plan.encode[i] for i in chunk}, batch_size)
+        batch = dict(zip(chunk, encoded, strict=True))
+        upserts = [Upsert(items[i], vector) for i, vector in batch.items()]
+        store.stage(ChangeSet(upserts, model=model(encoded.shape[1]), images_root=root))
+        vectors.update(batch)
+    return vectors
