@@ -98,12 +98,14 @@ def catalog_name(pg_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
-def open_store(url: str, name: str, **options: Any) -> Any:
-    """A PostgresCatalog, built or not (`options`: StoreOptions fields), failing fast when the database goes."""
+def open_store(url: str, name: str, create: bool = True, timeout: float = 2.0, **options: Any) -> Any:
+    """A PostgresCatalog (`options`: StoreOptions fields; `create`: built or not) whose requests wait at
+    most `timeout` seconds for a connection while the database is gone."""
     from fashionrec.index.postgres.store import PostgresCatalog
     from fashionrec.index.store import StoreOptions
 
-    return PostgresCatalog.open(url, StoreOptions(**{"catalog": name, **options}), create=True, timeout=2.0)
+    options = {"catalog": name, **options}
+    return PostgresCatalog.open(url, StoreOptions(**options), create=create, timeout=timeout)
 
 
 @pytest.fixture
