@@ -3,6 +3,7 @@ incremental updates that encode only what changed, one model per catalog, and bu
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from rec_fixtures import FakeEncoder, brute_force, solid_images
 from fashionrec.errors import UserError
 from fashionrec.index import build
 from fashionrec.index.build import build_index
+from fashionrec.index.edit import CatalogEditor
 from fashionrec.index.items import Item, Product
 from fashionrec.index.scan import file_sha256, scan_images
 from fashionrec.index.store import StoreUnavailable
@@ -239,3 +241,25 @@ def test_a_killed_build_leaves_the_previous_catalog_answering_and_the_next_one_f
         assert fresh.items() == pg_catalog.items()
     finally:
         fresh.drop()
+
+
+def test_builds_keep_items_added_one_by_one(pg_catalog, pg_open, images: Path) -> None:
+    """The folder store's policy: `fashionrec index` leaves them as they are (a file of the same id does not
+    replace one), and a rebuild encodes them again from the image the catalog keeps."""
+    index(pg_catalog, images, FakeEncoder())
+    editor = CatalogEditor(pg_open(), FakeEncoder().encode_images)
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), (3, 200, 3)).save(picture, "PNG")
+    editor.store.refresh()
+    editor.add({"id": "added", "title": "Added", "category": "new"}, picture.getvalue())
+    Image.new("RGB", (8, 8), (0, 0, 0)).save(images / "added.png")  # a file with the same id
+    encoder = CountingEncoder()
+    report = index(pg_catalog, images, encoder)
+    assert (report.items, report.encoded, encoder.encoded) == (25, 0, [])
+    added = pg_catalog.item("added")
+    assert (added.source, added.product.title, added.categories) == ("upload", "Added", ("new",))
+    assert pg_catalog.image(added) == picture.getvalue()
+    report = index(pg_catalog, images, FakeEncoder(), rebuild=True)
+    assert (report.items, report.encoded) == (25, 25)
+    query = FakeEncoder().encode_images([Image.new("RGB", (8, 8), (3, 190, 3))])
+    assert pg_catalog.search(query, 1)[0][0].item.id == "added"
