@@ -35,6 +35,8 @@ def test_an_unreachable_or_invalid_database_is_one_line_at_open(tmp_path: Path) 
 def test_bad_names_and_unbuilt_catalogs_are_one_line(pg_url: str, catalog_name: str) -> None:
     for name in ("Shop", "a-b", "x; DROP TABLE items", "pg_shop", "a" * 64):
         assert "invalid catalog name" in one_line_error(pg_url, name)
+    with pytest.raises(UserError, match="--backend, --url and --collection choose the vector index of an index"):
+        PostgresCatalog.open(pg_url, StoreOptions(backend="qdrant", catalog=catalog_name), create=True)
     assert "has not been built yet; build it with `fashionrec index`" in one_line_error(pg_url, catalog_name)
     with PostgresCatalog.open(pg_url, StoreOptions(catalog=catalog_name), create=True) as store:
         assert store.state() is None

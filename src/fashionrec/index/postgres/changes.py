@@ -80,21 +80,7 @@ def apply_changes(
             _remove(conn, t, changes.removals)
             has_index = meta.ann == "hnsw"
         if changes.model is not None:
-            model = changes.model
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {} SET fingerprint = %s, checkpoint = %s, preprocess = %s, dim = %s, "
-                    "images_root = %s, approx_threshold = %s"
-                ).format(t.meta),
-                (
-                    model.fingerprint,
-                    model.checkpoint,
-                    Jsonb(dict(model.preprocess)),
-                    dim,
-                    changes.images_root or meta.images_root,
-                    limit,
-                ),
-            )
+            _record_build(conn, t, changes.model, changes.images_root or meta.images_root, limit)
         settle(conn, t, limit, has_index)
         if changes.model is not None:  # a build: what it staged is in the items now, or no longer wanted
             conn.execute(sql.SQL("DELETE FROM {}").format(t.pending))
@@ -102,6 +88,17 @@ def apply_changes(
         else:
             drop_unused_images(conn, t, touched)
         return read_meta(conn, t)
+
+
+def _record_build(conn: psycopg.Connection, tables: Tables, model: ModelInfo, root: str | None, limit: int) -> None:
+    """What `manifest.json` records for a folder: the model, its full preprocessing, the images root."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET fingerprint = %s, checkpoint = %s, preprocess = %s, dim = %s, "
+            "images_root = %s, approx_threshold = %s"
+        ).format(tables.meta),
+        (model.fingerprint, model.checkpoint, Jsonb(dict(model.preprocess)), model.dim, root, limit),
+    )
 
 
 def _same(a: ModelInfo, b: ModelInfo) -> bool:

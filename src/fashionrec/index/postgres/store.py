@@ -74,6 +74,11 @@ class PostgresCatalog:
         """Connect, check the server (PostgreSQL 13+, pgvector 0.8+, created in the database if missing) and
         the catalog's table layout, and open the pool; with `create`, the catalog need not be built yet.
         Any failure here is one line (StoreUnavailable when the database cannot be reached)."""
+        if options.backend or options.url or options.collection:
+            raise UserError(
+                "--backend, --url and --collection choose the vector index of an index folder; "
+                "a catalog in PostgreSQL searches with pgvector"
+            )
         name = check_name(options.catalog or DEFAULT_CATALOG)
         where = describe(location)
         with connect(location, "fashionrec") as conn:
