@@ -1,14 +1,18 @@
-"""Shared by the tests in tests/serve: a real uvicorn in a background thread, and product details for the
-demo catalog."""
+"""Shared by the tests in tests/serve: a real uvicorn in a background thread, `fashionrec serve` processes,
+and product details for the demo catalog."""
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -44,3 +48,27 @@ def live_server(app: ASGIApp | None = None, config: uvicorn.Config | None = None
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+# What `fashionrec serve` prints once its socket listens.
+SERVING = re.compile(r"serving \d+ items on (?P<url>http://127\.0\.0\.1:\d+)/")
+
+
+def wait_serving(process: subprocess.Popen, log: Path, within: float = 120) -> str:
+    """The base URL a `fashionrec serve` process writing its output to `log` says it serves on."""
+    deadline = time.monotonic() + within
+    while not (serving := SERVING.search(log.read_text())):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the server did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    return serving["url"]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, as a service manager stops a server; SIGKILL if it has not ended 30 s later."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from fastapi.testclient import TestClient
 from pg_fixtures import embedded_server, open_store, require_postgres
 from PIL import Image
 from rec_fixtures import FakeEncoder, demo_images, solid_images, tiny_checkpoint
+from serve_helpers import stop, wait_serving
 
 import fashionrec
 from fashionrec.cli.main import main
@@ -29,7 +29,6 @@ from fashionrec.serve.app import create_app
 
 TOKEN = "replica-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SERVING = re.compile(r"serving (?P<items>\d+) items on (?P<url>http://127\.0\.0\.1:\d+)/")
 
 
 def png(colour: tuple[int, int, int], size: int = 32) -> bytes:
@@ -45,15 +44,6 @@ def start_serve(checkpoint: Path, url: str, name: str, log: Path) -> tuple[subpr
     command += ["--catalog-name", name, "--port", "0", "--device", "cpu"]
     with open(log, "wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log
-
-
-def wait_serving(process: subprocess.Popen, log: Path) -> str:
-    deadline = time.monotonic() + 120
-    while not (serving := SERVING.search(log.read_text())):
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"the server did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
-    return serving["url"]
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +63,6 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, pg_server) -> Iterator[tu
         yield tuple(wait_serving(process, log) for process, log in started)
     with open_store(pg_server.url, name) as store:
         store.drop()
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(30)
 
 
 @pytest.mark.slow  # two `fashionrec serve` processes: what only separate processes can show

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import select
 import socket
 import subprocess
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 from rec_fixtures import demo_images, tiny_checkpoint
+from serve_helpers import stop, wait_serving
 
 import fashionrec
 from fashionrec.index import build_index
@@ -29,7 +29,6 @@ from fashionrec.serve.server import HEAD_TIMEOUT, MAX_IN_FLIGHT
 
 pytestmark = pytest.mark.slow
 MEMORY_GOAL = 600 * 2**20  # peak RSS above the idle server's, under 16 concurrent 36 MP uploads
-SERVING = re.compile(r"serving \d+ items on (?P<url>http://127\.0\.0\.1:\d+/) \(Ctrl-C stops\)")
 THREADS = 2  # `--threads`; the server's environment says OMP_NUM_THREADS=1, so 2 can only come from the flag
 
 
@@ -47,20 +46,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while not (serving := SERVING.search((root / "server.log").read_text())):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        url = serving["url"].rstrip("/")
-        yield url, server.pid, images
+        yield wait_serving(server, root / "server.log"), server.pid, images
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(30)
+        stop(server)
         log.close()
 
 
