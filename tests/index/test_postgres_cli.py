@@ -51,6 +51,7 @@ def query(tiny_ckpt: Path, where: list[str], capsys, *extra: str) -> list[dict]:
     return json.loads(out)["results"]
 
 
+@pytest.mark.slow  # four builds and six model loads, about 15 s here
 def test_index_into_a_database_then_recommend_as_from_a_folder(
     work, tiny_ckpt: Path, pg_url: str, catalog_name: str, capsys: pytest.CaptureFixture
 ) -> None:
