@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fashionrec.data.preprocess_config import CROPS, LANDMARKS, RESIZES
 from fashionrec.errors import UserError
 
 DEFAULT_CACHE_DIR = "cache"
@@ -130,6 +131,17 @@ VOCAB = Option(
     help="where bert-base-uncased's vocab.txt is, for the original system's token ids and checkpoints: a folder "
     "or a Hugging Face id (default: the Hugging Face cache, else downloaded)",
 )
+# The one pretrained model a preset starts from; --text-model keeps its own meaning (the vocabulary above), and
+# for the FashionVLP presets, which take their vocabulary from their text encoder, it still names that encoder
+# when --model is not given.
+MODEL = Option(
+    "--model",
+    help="the pretrained model to start from, as the preset reads it: clip/clip4cir: an open_clip name with its "
+    "pretrained tag (RN50x4/openai, ViT-B-32/laion2b_s34b_b79k), a CLIP or SigLIP Hugging Face id or "
+    "save_pretrained folder, or a fashionrec model of the preset's family; paper/tiny/original: the BERT-family "
+    "text encoder (default: --text-model, else the preset's)",
+    metavar="NAME",
+)
 CACHE_DIR = Option("--cache-dir", default=DEFAULT_CACHE_DIR, help="preprocessing cache folder", metavar="DIR")
 
 # ---- compute --------------------------------------------------------------------------------------------
@@ -149,8 +161,14 @@ THREADS = Option(
 )
 
 # ---- preprocessing --------------------------------------------------------------------------------------
-CROP = Option("--crop", choices=("none", "foreground", "yolo"), help="clothing crop backend")
-LANDMARKS = Option("--landmarks", choices=("none", "mediapipe"), help="landmark backend")
+CROP = Option("--crop", choices=CROPS, help="clothing crop backend")
+LANDMARKS = Option("--landmarks", choices=LANDMARKS, help="landmark backend")
+RESIZE = Option(
+    "--resize",
+    choices=RESIZES,
+    help="how a picture becomes the square input: square (whole picture resized), shortest (shortest side resized, "
+    "centre kept: CLIP), targetpad (padded to a 1.25 aspect ratio first: CLIP4Cir) (default: the model's own)",
+)
 YOLO_WEIGHTS = Option("--yolo-weights", help="ultralytics weights file for --crop yolo", metavar="FILE")
 
 

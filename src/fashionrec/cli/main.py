@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "fashionrec.cli.index",
     "fashionrec.cli.demo",
     "fashionrec.cli.convert",
+    "fashionrec.cli.init",
 )
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from fashionrec import options as opt
 from fashionrec.data.fashioniq import SPLITS
 from fashionrec.errors import UserError
-from fashionrec.model.config import PRESETS, preset_config
+from fashionrec.model.config import preset_config
+from fashionrec.model.registry import PresetNames
 
 
 def setting(option: opt.Option, *, changeable: bool) -> Any:
@@ -76,7 +77,9 @@ class TrainConfig:
         changeable=False,
     )
     yolo_weights: str | None = setting(opt.YOLO_WEIGHTS, changeable=True)
-    preset: str = setting(opt.Option("--preset", "paper", "model preset", choices=PRESETS), changeable=False)
+    resize: str | None = setting(opt.RESIZE, changeable=False)
+    preset: str = setting(opt.Option("--preset", "paper", "model preset", choices=PresetNames()), changeable=False)
+    model: str | None = setting(opt.MODEL, changeable=False)
     pretrained: bool = setting(
         opt.Option(
             "--pretrained",
@@ -88,7 +91,11 @@ class TrainConfig:
     )
     text_model: str | None = setting(
         opt.Option(
-            "--text-model", None, "BERT-family model: a directory or a Hugging Face model id (downloaded on first use)"
+            "--text-model",
+            None,
+            "where bert-base-uncased's vocabulary is (legacy token ids, the original system's checkpoints); for the "
+            "paper/tiny/original presets also their BERT-family text encoder when --model is not given: a "
+            "directory or a Hugging Face model id (downloaded on first use)",
         ),
         changeable=True,
     )
@@ -173,15 +180,24 @@ class TrainConfig:
         ),
         changeable=True,
     )
-    # With either part LR, one AdamW group per part (heads, backbone, text); without, one group as originally.
+    # The model family's pretrained parts (optim.py): with either part LR, one AdamW group per part; without,
+    # FashionVLP has one group as originally, and the CLIP presets keep both encoders frozen.
     backbone_lr: float | None = setting(
         opt.Option(
-            "--backbone-lr", None, "peak learning rate of the image backbone (default: --lr)", type=opt.positive_float
+            "--backbone-lr",
+            None,
+            "peak learning rate of the image encoder (default: --lr; clip/clip4cir: frozen)",
+            type=opt.positive_float,
         ),
         changeable=False,
     )
     text_lr: float | None = setting(
-        opt.Option("--text-lr", None, "peak learning rate of the text model (default: --lr)", type=opt.positive_float),
+        opt.Option(
+            "--text-lr",
+            None,
+            "peak learning rate of the text encoder (default: --lr; clip/clip4cir: frozen)",
+            type=opt.positive_float,
+        ),
         changeable=False,
     )
 

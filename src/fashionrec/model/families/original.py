@@ -1,0 +1,62 @@
+"""The original public FashionVLP system's model, preset `original`: its architecture parameter for parameter,
+so its checkpoints load (docs/original.md). Its token ids are bert-base-uncased's, so a random-init model
+keeps that vocabulary, and its checkpoint files are recognised and converted on reading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fashionrec.model.config import ModelConfig
+from fashionrec.model.families.fashionvlp import BERT_BASE, FashionVLPConfig, bert_tokenizer, create_bert_model
+from fashionrec.model.registry import CreateRequest, ModelFamily, register
+
+# The original system padded bert-base-uncased ids to 100 tokens; its checkpoints were trained on that length.
+ORIGINAL_TEXT_LEN = 100
+
+
+def original() -> FashionVLPConfig:
+    return FashionVLPConfig(
+        preset="original",
+        backbone="resnet50",
+        image_size=224,
+        text=dict(BERT_BASE),
+        max_text_len=ORIGINAL_TEXT_LEN,
+        text_model="bert-base-uncased",
+    )
+
+
+class OriginalFamily(ModelFamily):
+    name = "original"
+    presets = {"original": original}
+    config_class = FashionVLPConfig
+    foreign = "the original system"
+
+    def create(self, config: ModelConfig, request: CreateRequest) -> Any:
+        return create_bert_model(config, request, self.build, vocab="bert")  # type: ignore[arg-type]
+
+    def build(self, config: ModelConfig, tokenizer: Any) -> Any:
+        from fashionrec.model.original import OriginalFashionVLP
+
+        return OriginalFashionVLP(config, tokenizer)  # type: ignore[arg-type]
+
+    def tokenizer_from_json(self, text: str, config: ModelConfig) -> Any:
+        return bert_tokenizer(text, config)  # type: ignore[arg-type]
+
+    def parts(self, model: Any) -> dict[str, list]:
+        return {
+            "backbone": list(model.target_block.feature_extractor.parameters()),
+            "text": list(model.reference_block.vlp_transformer.parameters()),
+        }
+
+    def reads(self, data: Any) -> bool:
+        from fashionrec.model.original_format import is_original_checkpoint
+
+        return is_original_checkpoint(data)
+
+    def convert(self, data: Any, source: str, text_model: str | None) -> dict[str, Any]:
+        from fashionrec.model.original_format import convert_original
+
+        return convert_original(data, source, text_model)
+
+
+register(OriginalFamily())
