@@ -122,6 +122,7 @@ def run_train(cfg: TrainConfig) -> Path | None:
         text_model=cfg.text_model,
         backbone_weights=cfg.backbone_weights,
     )
+    frozen_parts(model, cfg)  # a run with nothing to train stops here, before any preprocessing
     preprocess = run_preprocessing(cfg, model.config)
     model = dist.model_from_rank0(model)
     dist.seed_rank(cfg.seed)

@@ -34,12 +34,21 @@ def part_lrs(cfg: TrainConfig) -> dict[str, float | None]:
 
 
 def frozen_parts(model: nn.Module, cfg: TrainConfig) -> set[str]:
-    """The parts that do not train in this run: those given no LR of their own, in a family that freezes them."""
+    """The parts that do not train in this run: those given no LR of their own, in a family that freezes them.
+    A run in which nothing would train is a user error (raised before any data is read or feature computed)."""
     family = family_of(model.config.preset)
     if not family.frozen_by_default:
         return set()
     lrs = part_lrs(cfg)
-    return {name for name in family.parts(model) if lrs.get(name) is None}
+    parts = family.parts(model)
+    frozen = {name for name in parts if lrs.get(name) is None}
+    still = {id(p) for name in frozen for p in parts[name]}
+    if not any(p.requires_grad and id(p) not in still for p in model.parameters()):
+        flags = " and/or ".join(PART_FLAGS[name] for name in parts)
+        raise UserError(
+            f"--preset {model.config.preset} has nothing to train here: give {flags} to fine-tune its parts"
+        )
+    return frozen
 
 
 def freeze(model: nn.Module, parts: set[str]) -> None:
@@ -68,11 +77,6 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]
         trained = [p for p in params if p.requires_grad]
         if trained:
             groups.append({"params": trained, "name": name, "lr_scale": (lrs.get(name) or cfg.lr) / cfg.lr})
-    if not groups:
-        flags = " and/or ".join(PART_FLAGS[name] for name in parts)
-        raise UserError(
-            f"--preset {model.config.preset} has nothing to train here: give {flags} to fine-tune its parts"
-        )
     return groups
 
 
