@@ -7,12 +7,8 @@ from a populated Hugging Face cache with downloads off, and an empty one is one 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -25,13 +21,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors.torch import save_file
 
-import fashionrec
 from fashionrec.cli.main import main
 from fashionrec.data.demo import make_demo_data
 from fashionrec.index import Recommender
 from fashionrec.index.model_encoder import ModelEncoder
 from fashionrec.model import load_model
 from fashionrec.serve.app import create_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # its helper that starts `fashionrec serve`
+from serve_helpers import serve_process  # noqa: E402
 
 LIBRARIES = ("open_clip", "clip", "siglip")
 TEXT = "is red with long sleeves"
@@ -221,35 +219,9 @@ def test_fashionrec_serve_answers_with_a_clip_model_made_by_init(inits, catalog,
     index = tmp_path / "index"
     assert main(["index", "--checkpoint", str(inits["open_clip"]), "--images", str(catalog), "--out", str(index),
                  "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 0  # fmt: skip
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(inits["open_clip"])]
-    command += ["--index", str(index), "--port", str(port), "--device", "cpu"]
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.2)
-        query = sorted(catalog.glob("*.png"))[5]
-        answer = httpx.post(
-            f"{url}/recommend",
-            files={"image": ("q.png", query.read_bytes())},
-            data={"text": TEXT, "k": "3"},
-            timeout=60,
-        )
-        assert answer.status_code == 200, answer.text
-        assert len(answer.json()["results"]) == 3
-    finally:
-        server.terminate()
-        server.wait(30)
+    query = sorted(catalog.glob("*.png"))[5]
+    with serve_process(inits["open_clip"], index, tmp_path / "server.log") as (url, _):
+        files = {"image": ("q.png", query.read_bytes())}
+        answer = httpx.post(f"{url}/recommend", files=files, data={"text": TEXT, "k": "3"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["results"]) == 3

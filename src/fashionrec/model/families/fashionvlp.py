@@ -129,12 +129,6 @@ def create_bert_model(
     return model
 
 
-def bert_tokenizer(text: str, config: FashionVLPConfig) -> Any:
-    from fashionrec.model.tokenizer import TextTokenizer
-
-    return TextTokenizer.from_json(text, config.max_text_len)
-
-
 class FashionVLPFamily(ModelFamily):
     name = "fashionvlp"
     presets = {"tiny": tiny, "paper": paper}
@@ -149,7 +143,9 @@ class FashionVLPFamily(ModelFamily):
         return FashionVLP(config, tokenizer)  # type: ignore[arg-type]
 
     def tokenizer_from_json(self, text: str, config: ModelConfig) -> Any:
-        return bert_tokenizer(text, config)  # type: ignore[arg-type]
+        from fashionrec.model.tokenizer import TextTokenizer
+
+        return TextTokenizer.from_json(text, config.max_text_len)  # type: ignore[attr-defined]
 
     def parts(self, model: Any) -> dict[str, list]:
         return {"backbone": list(model.backbone.parameters()), "text": list(model.reference.bert.parameters())}

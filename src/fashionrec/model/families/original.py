@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from fashionrec.model.config import ModelConfig
-from fashionrec.model.families.fashionvlp import BERT_BASE, FashionVLPConfig, bert_tokenizer, create_bert_model
-from fashionrec.model.registry import CreateRequest, ModelFamily, register
+from fashionrec.model.families.fashionvlp import BERT_BASE, FashionVLPConfig, FashionVLPFamily, create_bert_model
+from fashionrec.model.registry import CreateRequest, register
 
 # The original system padded bert-base-uncased ids to 100 tokens; its checkpoints were trained on that length.
 ORIGINAL_TEXT_LEN = 100
@@ -25,10 +25,11 @@ def original() -> FashionVLPConfig:
     )
 
 
-class OriginalFamily(ModelFamily):
+class OriginalFamily(FashionVLPFamily):
+    """FashionVLP's config and tokenizer; the original's model, parts, vocabulary and checkpoint files."""
+
     name = "original"
     presets = {"original": original}
-    config_class = FashionVLPConfig
     foreign = "the original system"
 
     def create(self, config: ModelConfig, request: CreateRequest) -> Any:
@@ -38,9 +39,6 @@ class OriginalFamily(ModelFamily):
         from fashionrec.model.original import OriginalFashionVLP
 
         return OriginalFashionVLP(config, tokenizer)  # type: ignore[arg-type]
-
-    def tokenizer_from_json(self, text: str, config: ModelConfig) -> Any:
-        return bert_tokenizer(text, config)  # type: ignore[arg-type]
 
     def parts(self, model: Any) -> dict[str, list]:
         return {
