@@ -337,18 +337,16 @@ def test_an_index_built_by_fashionrec_0_1_keeps_working(tiny_ckpt: Path, demo_di
 
 
 def test_an_index_built_before_preprocessing_version_2_is_refused_with_the_rebuild_line(
-    tiny_ckpt: Path, demo_dir: Path, tmp_path: Path
+    built, tiny_ckpt: Path, tmp_path: Path
 ) -> None:
     """Its manifest recorded four settings and their version-1 key; the model's preprocessing now has a resize
     rule and pixel statistics too, and version 2."""
     import hashlib
-    import json
 
     from fashionrec.index.manifest import MANIFEST
 
-    images = shutil.copytree(demo_dir, tmp_path / "images")
-    index = tmp_path / "index"
-    build_index(tiny_ckpt, images, index, cache_dir=tmp_path / "cache", device="cpu")
+    root, images, _ = built
+    index = shutil.copytree(root / "index", tmp_path / "index")
     raw = json.loads((index / MANIFEST).read_text())
     old = {"image_size": 64, "crop": "foreground", "landmarks": "none", "yolo_weights": None}
     key = hashlib.sha256(json.dumps({**old, "version": 1}, sort_keys=True).encode()).hexdigest()[:16]
@@ -359,4 +357,4 @@ def test_an_index_built_before_preprocessing_version_2_is_refused_with_the_rebui
     ):
         Recommender.open(tiny_ckpt, index, device="cpu")
     with pytest.raises(UserError, match="pass --rebuild to re-encode every image"):
-        build_index(tiny_ckpt, images, index, cache_dir=tmp_path / "cache", device="cpu")
+        build_index(tiny_ckpt, images, index, cache_dir=root / "cache", device="cpu")

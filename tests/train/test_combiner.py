@@ -66,7 +66,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_frozen_features_are_computed_once_and_a_run_stopped_mid_epoch_resumes_bit_identical(
     clip_dir, small_data, tmp_path, counted, capsys
 ):
-    args = run_args(small_data, clip_dir, tmp_path / "cache", "--batch", "8", "--epochs", "2")
+    """With --accumulate-negatives (the loss over both micro-batches of a step; the Combiner's dropout
+    replayed), as the Trainer does it for every model."""
+    args = run_args(small_data, clip_dir, tmp_path / "cache", "--batch", "8", "--epochs", "2", "--accumulate-negatives")
     reference = tmp_path / "reference"
     assert main(["train", *args, "--save-every-steps", "3", "--output-dir", str(reference)]) == 0
     out = capsys.readouterr().out
@@ -121,6 +123,8 @@ def test_clip4cirs_two_stages_fine_tune_clip_then_train_the_combiner_on_it(clip_
     combined = load_model(final_checkpoint(tmp_path / "stage2"))
     assert_same_encoder(combined, tuned)
     assert combined.config.preprocess == tuned.config.preprocess | {"resize": "targetpad"}
+    index = ["--images", str(small_data / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"]
+    assert main(["index", "--checkpoint", str(final_checkpoint(tmp_path / "stage2")), *index]) == 0
 
 
 @pytest.mark.slow  # trains for ten epochs

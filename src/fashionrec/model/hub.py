@@ -43,8 +43,9 @@ def read_config(directory: Path) -> dict:
             f"{directory} is a Hugging Face model folder ({config.get('model_type', 'unknown type')}), not a "
             f"fashionrec model: make one with `fashionrec init --preset clip --model {directory} OUT` and pass OUT"
         )
-    missing = next((name for name in FILES if not (directory / name).is_file()), "config.json")
-    raise UserError(f"{directory} is not a fashionrec model directory: {missing} is missing")
+    missing = next((name for name in FILES if not (directory / name).is_file()), None)
+    why = f"{missing} is missing" if missing else "its config.json names no preset"
+    raise UserError(f"{directory} is not a fashionrec model directory: {why}")
 
 
 def from_pretrained(directory: str | Path) -> FashionModel:
