@@ -63,6 +63,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow  # two training runs
 def test_frozen_features_are_computed_once_and_a_run_stopped_mid_epoch_resumes_bit_identical(
     clip_dir, small_data, tmp_path, counted, capsys
 ):
@@ -107,6 +108,7 @@ def test_a_text_lr_fine_tunes_the_text_encoder_and_only_image_features_are_cache
         assert any(not torch.equal(before[k], after[k]) for k in before) == moved, part
 
 
+@pytest.mark.slow  # two training runs
 def test_clip4cirs_two_stages_fine_tune_clip_then_train_the_combiner_on_it(clip_dir, small_data, tmp_path, capsys):
     """Stage 1: the sum model with both encoders fine-tuned (nothing frozen, nothing cached); stage 2: the
     Combiner over stage 1's encoders, frozen (--model names stage 1's checkpoint)."""

@@ -118,6 +118,7 @@ class SmallOriginal(OriginalFamily):
         return False  # the original system's files stay the built-in family's
 
 
+@pytest.mark.slow  # builds a ResNet-50 and BERT
 def test_the_original_architecture_trains_with_its_own_text_lr(small_data, cache_dir, bert_uncased_cache):
     """Its parts are its own modules (not FashionVLP's `backbone` / `reference.bert`): one real step."""
     register(SmallOriginal())
