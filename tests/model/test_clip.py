@@ -199,6 +199,18 @@ def test_weights_by_name_come_from_a_populated_cache_with_downloads_off(models, 
     assert all(torch.equal(expected[k], saved[k]) for k in saved)
 
 
+def test_the_older_preprocessor_config_form_is_read(models, tmp_path):
+    """Sizes as plain numbers, as OpenAI's CLIP repositories on the Hub still have them."""
+    folder = shutil.copytree(models["clip"], tmp_path / "old")
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    config.update(size=32, crop_size=32, feature_extractor_type="CLIPFeatureExtractor")
+    config.pop("image_processor_type", None)
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    assert main(["init", "--model", str(folder), str(tmp_path / "model")]) == 0
+    model = load_model(tmp_path / "model")
+    assert model.config.image_size == 32 and model.config.preprocess["resize"] == "shortest"
+
+
 def test_a_hugging_face_folder_as_checkpoint_points_at_init(models, catalog, tmp_path, capsys):
     code = main(["index", "--checkpoint", models["siglip"], "--images", str(catalog), "--out", str(tmp_path / "i")])
     assert code == 2

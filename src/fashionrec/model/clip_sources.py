@@ -227,30 +227,33 @@ def transformers_source(name: str, pretrained: bool) -> Source:
     architecture = model.config.to_dict()
     embed_dim = architecture.get("projection_dim") or architecture["vision_config"]["hidden_size"]
     context_length = int(architecture["text_config"]["max_position_embeddings"])
-    image_size, preprocess = _hf_preprocessing(read_json(folder / "preprocessor_config.json"), name)
+    image_size, preprocess = _hf_preprocessing(folder, name)
     tokenizer = ClipTokenizer.transformers(folder, context_length)
     return Source(TRANSFORMERS, architecture, model, tokenizer, int(embed_dim), context_length, image_size, preprocess)
 
 
-def _hf_preprocessing(processor: Any, name: str) -> tuple[int, dict[str, Any]]:
-    """Input size and PreprocessConfig fields of a preprocessor_config.json: CLIP's shortest edge + centre crop,
-    or SigLIP's resize to a square."""
-    size = processor.get("size") or {}
-    crop = processor.get("crop_size") or {}
-    if "shortest_edge" in size:
-        side, resize = (
-            int(crop.get("height", size["shortest_edge"])) if processor.get("do_center_crop") else 0,
-            "shortest",
-        )
-        if not side:
-            raise UserError(f"{name}: resizing the shortest edge without a centre crop is not a rule fashionrec has")
-    elif "height" in size and size["height"] == size.get("width"):
-        side, resize = int(size["height"]), "square"
+def _size(value: Any, key: str) -> Any:
+    """A field of an image processor's size (a dict in transformers 4, a SizeDict in 5; None if absent)."""
+    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+
+
+def _hf_preprocessing(folder: Path, name: str) -> tuple[int, dict[str, Any]]:
+    """Input size and PreprocessConfig fields of a model's image processor (read by transformers, which
+    also understands the older preprocessor_config.json forms): CLIP's shortest edge + centre crop, or
+    SigLIP's resize to a square."""
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(folder)
+    size, crop = getattr(processor, "size", None), getattr(processor, "crop_size", None)
+    if _size(size, "shortest_edge") and getattr(processor, "do_center_crop", False) and _size(crop, "height"):
+        side, resize = int(_size(crop, "height")), "shortest"
+    elif _size(size, "height") and _size(size, "height") == _size(size, "width"):
+        side, resize = int(_size(size, "height")), "square"
     else:
-        raise UserError(f"{name}: its preprocessor's size {size} is not a rule fashionrec has")
-    resample = RESAMPLE_CODES.get(processor.get("resample", 3))
+        raise UserError(f"{name}: its image processor's size {size} is not a rule fashionrec has")
+    resample = RESAMPLE_CODES.get(int(getattr(processor, "resample", 3)))
     if resample is None:
-        raise UserError(f"{name}: its resampling filter {processor.get('resample')!r} is not one fashionrec has")
+        raise UserError(f"{name}: its resampling filter {processor.resample!r} is not one fashionrec has")
     settings = {"resize": resize, "resample": resample}
-    settings.update({k: list(processor[f"image_{k}"]) for k in ("mean", "std") if f"image_{k}" in processor})
+    settings.update({k: list(getattr(processor, f"image_{k}")) for k in ("mean", "std")})
     return side, settings
