@@ -23,7 +23,7 @@ from fashionrec.train import distributed
 from fashionrec.train.checkpoint import RESUME_PREFIX, TRAIN_PREFIX, CheckpointManager, load_checkpoint
 from fashionrec.train.data import TrainingData, build_cache, load_training_data, run_preprocessing
 from fashionrec.train.distributed import DistContext
-from fashionrec.train.features import build_features, run_texts
+from fashionrec.train.features import build_features, cacheable_parts, run_texts
 from fashionrec.train.logs import RunLog
 from fashionrec.train.optim import frozen_parts
 from fashionrec.train.params import TrainConfig
@@ -98,9 +98,12 @@ def _shared_features(
     """The frozen parts' outputs (train/features.py): rank 0 computes what is missing while the others wait,
     then every rank reads them, under rank 0's cache names (the other ranks get its weights only when DDP
     wraps the model)."""
+    frozen = frozen_parts(model, cfg)
+    if not cacheable_parts(model, frozen):
+        return None
     queries = data.triplets() + [t for split in data.val_splits.values() for t in split.triplets]
     inputs = (data.image_paths(cfg.path_folder), cache, run_texts(queries, cfg.seed, cfg.epochs))
-    args = (model, frozen_parts(model, cfg), cfg.cache_dir, *inputs, device, cfg.batch, say)
+    args = (model, frozen, cfg.cache_dir, *inputs, device, cfg.batch, say)
     features, keys = build_features(*args) if dist.is_main else (None, None)
     keys = dist.from_rank0(keys)
     return features if dist.is_main else build_features(*args, keys=keys)[0]
