@@ -14,11 +14,12 @@ from fashionrec import options as opt
 
 def cmd_init(args: argparse.Namespace) -> int:
     from fashionrec.errors import UserError
-    from fashionrec.model import create_model, save_pretrained
 
     out: Path = args.out
-    if out.exists():
+    if out.exists():  # before anything heavy loads
         raise UserError(f"{out} already exists; choose another OUT (nothing was written)")
+    from fashionrec.model import create_model, save_pretrained
+
     model = create_model(args.preset, pretrained=args.pretrained, model=args.model, text_model=args.text_model)
     model.config.preprocess = model.config.preprocess_config(resize=args.resize).model_settings()
     out.parent.mkdir(parents=True, exist_ok=True)
