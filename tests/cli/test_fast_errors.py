@@ -57,6 +57,8 @@ CASES = {
         ["recommend", "--checkpoint", "{file}", "--index", "{dir}", "--item", "a", "--text", "  "],
         "the feedback text is empty",
     ),
+    "init over an existing folder": (["init", "--model", "m", "{dir}"], "already exists; choose another OUT"),
+    "init with an unknown resize rule": (["init", "--resize", "stretch", "{tmp}/m"], "--resize: invalid choice"),
     "zero demo images": (["make-demo-data", "{tmp}/d", "--images", "0"], "--images: must be at least 1, got 0"),
     "zero demo epochs": (["demo", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
     "missing index (recommend)": (

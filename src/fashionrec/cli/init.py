@@ -13,11 +13,7 @@ from fashionrec import options as opt
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from fashionrec.errors import UserError
-
-    out: Path = args.out
-    if out.exists():  # before anything heavy loads
-        raise UserError(f"{out} already exists; choose another OUT (nothing was written)")
+    out = Path(args.out)  # checked not to exist when the command line was read
     from fashionrec.model import create_model, save_pretrained
 
     model = create_model(args.preset, pretrained=args.pretrained, model=args.model, text_model=args.text_model)
@@ -42,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     from fashionrec.model.registry import PresetNames
 
     p = sub.add_parser("init", help="a model from pretrained weights alone (zero-shot: --preset clip), no training")
-    p.add_argument("out", metavar="OUT", type=Path, help="the model directory to write (never overwritten)")
-    opt.Option("--preset", "clip", "model preset", choices=PresetNames()).add_to(p)
+    p.add_argument(
+        "out", metavar="OUT", type=opt.new_file("OUT"), help="the model directory to write (never overwritten)"
+    )
+    opt.Option("--preset", "clip", "model preset", choices=PresetNames(), group="model").add_to(p)
     opt.add_options(p, opt.MODEL, opt.RESIZE, opt.VOCAB)
     opt.Option(
         "--pretrained", True, "start from the pretrained weights; --no-pretrained: random ones", switch=True
