@@ -13,10 +13,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from rec_fixtures import FakeEncoder, png_header_only
 from serve_helpers import live_server
 
 from fashionrec.index import Recommender
-from fashionrec.serve.app import create_app
+from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits
+from fashionrec.index.recommend import MAX_K, MAX_TEXT_CHARS
+from fashionrec.index.registry import open_catalog
+from fashionrec.serve.app import FORM_OVERHEAD, create_app
 from fashionrec.serve.inflight import InFlightLimit
 from fashionrec.serve.limits import BodyLimit
 from fashionrec.serve.server import MAX_HEAD_BYTES, uvicorn_config
@@ -224,3 +228,35 @@ def test_long_and_pipelined_heads_get_431_and_the_server_goes_on(served: str) ->
     not_http = send_in_pieces(served, b"HELLO\r\n\r\n", 1)
     assert not_http.startswith(b"HTTP/1.1 400 ") and "not valid HTTP" in error_of(not_http)
     assert httpx.get(f"{served}/health").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def shipped(fake_recommender: Recommender) -> Iterator[TestClient]:
+    """The fake catalog's app with the upload limits `fashionrec serve` has."""
+    recommender = Recommender(FakeEncoder(), open_catalog(fake_recommender.catalog.location), DEFAULT_LIMITS)
+    with TestClient(create_app(recommender)) as client:
+        yield client
+    recommender.close()
+
+
+def test_uploads_are_limited_at_the_documented_figures(shipped: TestClient, fake_recommender: Recommender) -> None:
+    """docs/serving.md: an image of up to 10 MiB and 40 megapixels, a body of up to 10 MiB + 64 KiB, text of
+    up to 500 characters, k up to 100; one more of any of them is refused."""
+    assert DEFAULT_LIMITS == ImageLimits(max_bytes=10 * 2**20, max_pixels=40_000_000)
+    assert (FORM_OVERHEAD, MAX_TEXT_CHARS, MAX_K) == (64 * 1024, 500, 100)
+
+    def ask(image: bytes, text: str = "is red", k: str = "5") -> httpx.Response:
+        return shipped.post("/recommend", files={"image": ("a.png", image)}, data={"text": text, "k": k})
+
+    picture = fake_recommender.image("c001")[0]  # a PNG: decoders stop at its end, so bytes after it are padding
+    largest = picture + b"\0" * (10 * 2**20 - len(picture))
+    assert ask(largest, "x" * 500, "100").status_code == 200  # 501 characters and k=101: tests/serve/test_api.py
+    refused = ask(largest + b"\0")
+    assert refused.status_code == 413 and "10485761 bytes; the limit is 10485760" in refused.json()["error"]
+    at_limit = ask(png_header_only(8000, 5000))  # 40,000,000 pixels: decoded, and found to have no pixel data
+    assert at_limit.status_code == 400 and "truncated or corrupt" in at_limit.json()["error"]
+    over = ask(png_header_only(8000, 5001))
+    assert over.status_code == 413 and "the limit is 40000000 pixels" in over.json()["error"]
+    multipart = {"content-type": "multipart/form-data; boundary=B"}
+    body = shipped.post("/recommend", content=b"\0" * (10 * 2**20 + FORM_OVERHEAD + 1), headers=multipart)
+    assert body.status_code == 413 and f"larger than {10 * 2**20 + 64 * 1024} bytes" in body.json()["error"]
