@@ -24,6 +24,7 @@ from PIL import Image
 from rec_fixtures import demo_images, tiny_checkpoint
 
 import fashionrec
+from fashionrec.cli.main import build_parser
 from fashionrec.index import build_index
 from fashionrec.index.images import DECODE_BUDGET_BYTES
 from fashionrec.serve.limits import BODY_MIN_RATE, BODY_TIMEOUT
@@ -82,6 +83,10 @@ def test_serving_is_said_once_the_port_is_bound(served: tuple[str, int, Path]) -
 
 
 def test_threads_flag_is_in_force(served: tuple[str, int, Path]) -> None:
+    """`--threads N` sets the server's torch threads; without it, one."""
+    root = served[2].parents[1]
+    serve = ["serve", "--checkpoint", str(root / "ckpt"), "--index", str(root / "index")]
+    assert build_parser().parse_args(serve).threads == 1
     assert httpx.get(f"{served[0]}/health", timeout=5).json()["threads"] == THREADS
 
 
