@@ -5,12 +5,8 @@ under concurrent maximum-size uploads."""
 from __future__ import annotations
 
 import io
-import os
-import re
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +18,8 @@ import httpx
 import pytest
 from PIL import Image
 from rec_fixtures import demo_images, tiny_checkpoint
+from serve_helpers import serve_process
 
-import fashionrec
 from fashionrec.cli.main import build_parser
 from fashionrec.index import build_index
 from fashionrec.index.images import DECODE_BUDGET_BYTES
@@ -35,7 +31,6 @@ pytestmark = pytest.mark.slow
 # and 64 MiB besides, and a second after the last answer it is back within 48 MiB of the idle figure.
 PEAK_BOUND = 384 * 2**20
 AFTER_BOUND = 48 * 2**20
-SERVING = re.compile(r"serving \d+ items on (?P<url>http://127\.0\.0\.1:\d+/) \(Ctrl-C stops\)")
 THREADS = 2  # `--threads`; the server's environment says OMP_NUM_THREADS=1, so 2 can only come from the flag
 
 
@@ -46,28 +41,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     checkpoint = tiny_checkpoint(root / "ckpt")
     images = demo_images(root / "demo")
     build_index(checkpoint, images, root / "index", cache_dir=root / "cache", device="cpu")
-    env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(checkpoint)]
-    command += ["--index", str(root / "index"), "--host", "127.0.0.1", "--port", "0", "--device", "cpu"]
-    command += ["--threads", str(THREADS)]
-    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not (serving := SERVING.search((root / "server.log").read_text())):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        url = serving["url"].rstrip("/")
-        yield url, server.pid, images
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(30)
-        log.close()
+    with serve_process(checkpoint, root / "index", root / "server.log", "--threads", str(THREADS)) as (url, pid):
+        yield url, pid, images
 
 
 def ask(url: str, image: bytes, name: str = "query.png", timeout: float = 30) -> httpx.Response:
