@@ -17,7 +17,7 @@ from fashionrec.errors import UserError
 from fashionrec.index.batcher import MicroBatcher
 from fashionrec.index.edit import CatalogEditor
 from fashionrec.index.encoder import Encoder
-from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits, decode_image
+from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits, decoded
 from fashionrec.index.items import Item, Product
 from fashionrec.index.registry import open_catalog
 from fashionrec.index.store import CatalogStore, StoreOptions, check_category, check_encoder, check_scores
@@ -120,8 +120,9 @@ class Recommender:
         if item_id is not None:
             image = catalog.image(catalog.item(item_id))
             limits = replace(limits, max_bytes=len(image))  # the catalog's own image, not an upload
-        picture = decode_image(image, limits)
-        query = self._batcher(self.encoder.prepare_query(picture, text))
+        with decoded(image, limits) as picture:  # its pixels count in the decode budget until preprocessed
+            prepared = self.encoder.prepare_query(picture, text)
+        query = self._batcher(prepared)
         exclude = set(catalog.ids_with_content(hashlib.sha256(image).hexdigest()))
         if item_id is not None:
             exclude.add(item_id)
