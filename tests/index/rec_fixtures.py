@@ -53,6 +53,7 @@ class FakeEncoder:
 
     fingerprint = "fake-encoder"
     preprocess = {"key": "fake", "config": {}}
+    dim = 4
 
     @staticmethod
     def _vector(image: Image.Image) -> np.ndarray:

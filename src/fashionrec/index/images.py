@@ -14,6 +14,8 @@ from PIL import Image, ImageOps
 from fashionrec.errors import UserError
 
 FORMATS = ("JPEG", "PNG", "WEBP")
+# A catalog's own images may also be what the original system's extractor took (`--from-mongo-export --images`).
+CATALOG_FORMATS = (*FORMATS, "BMP", "TIFF")
 SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 # A large upload is decoded (JPEG) or shrunk right after decoding (PNG, WebP) to about this many pixels
 # on its shorter side: over four times the model's 224 px input, so crops keep their detail.
@@ -64,15 +66,16 @@ class DecodeBudget:
 DECODES = DecodeBudget(DECODE_BUDGET_BYTES)
 
 
-def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, formats: tuple[str, ...] = FORMATS) -> Image.Image:
     """RGB image from `data`, or a UserError that says what is wrong with it. Large images come out with
-    about DECODE_SIDE pixels on the shorter side (the model sees far fewer)."""
+    about DECODE_SIDE pixels on the shorter side (the model sees far fewer). `formats`: Pillow's names of the
+    formats taken (uploads: JPEG, PNG, WebP; a catalog's own images: CATALOG_FORMATS)."""
     if not data:
         raise UserError("the image is empty")
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+        image = Image.open(io.BytesIO(data), formats=formats)  # reads the header only
         if image.width * image.height > limits.max_pixels:
             raise ImageTooLarge(
                 f"the image is {image.width}x{image.height} pixels; the limit is {limits.max_pixels} pixels"
