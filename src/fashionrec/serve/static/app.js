@@ -62,11 +62,12 @@ function noPicture() {
   return span("no-picture", "No picture");
 }
 
-// A picture that fails to load (a file gone since, a format the browser cannot show) becomes "No picture".
-function picture(url) {
+// A picture that fails to load (a file gone since, a format the browser cannot show, an upload that is no
+// image) is never shown broken: a card's says "No picture", a thumbnail in the chain of turns goes.
+function picture(url, onCard) {
   const img = document.createElement("img");
   img.alt = "";
-  img.addEventListener("error", () => img.replaceWith(noPicture()), { once: true });
+  img.addEventListener("error", () => (onCard ? img.replaceWith(noPicture()) : img.remove()), { once: true });
   img.src = url;
   return img;
 }
@@ -83,7 +84,7 @@ function card(item, action, onChoose) {
   button.dataset.id = item.id;
   if (item.image_url) {
     button.setAttribute("aria-label", `${action} ${item.id}`);
-    button.append(picture(item.image_url));
+    button.append(picture(item.image_url, true));
   } else {
     button.disabled = true;
     button.title = "No picture: it cannot be a starting point";
@@ -198,7 +199,7 @@ function chooseResult(item) {
 function chainStep(className, text, imageUrl) {
   const li = document.createElement("li");
   li.className = className;
-  if (imageUrl) li.append(picture(imageUrl));
+  if (imageUrl) li.append(picture(imageUrl, false));
   const span = document.createElement("span");
   span.textContent = text;
   li.append(span);
