@@ -55,6 +55,7 @@ class FakeEncoder:
 
     fingerprint = "fake-encoder"
     preprocess = {"key": "fake", "config": {}}
+    dim = 4
 
     @staticmethod
     def _vector(image: Image.Image) -> np.ndarray:

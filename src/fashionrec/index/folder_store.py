@@ -44,6 +44,7 @@ from fashionrec.index.store import (
     StoreOptions,
     StoreUnavailable,
     UnknownItem,
+    no_image,
 )
 
 LOCK = ".write.lock"
@@ -131,6 +132,8 @@ class FolderStore:
 
     def image(self, item: Item) -> bytes:
         path = self.image_path(item)
+        if path is None:
+            raise UnknownItem(no_image(item))
         if item.source == "upload":
             return read_verified(path, item.sha256)
         try:
@@ -138,9 +141,11 @@ class FolderStore:
         except OSError:
             raise UnknownItem(f"the image of item {item.id!r} is no longer on disk") from None
 
-    def image_path(self, item: Item) -> Path:
+    def image_path(self, item: Item) -> Path | None:
         """Under the images root (or `images/`) only: a record from elsewhere (a shared Qdrant collection)
-        never names another file."""
+        never names another file. None for an item without an image."""
+        if not item.has_image:
+            return None
         relative = PurePosixPath(item.path)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise UnknownItem(f"the image of item {item.id!r} is not under the catalog's images")

@@ -14,6 +14,8 @@ from PIL import Image, ImageOps
 from fashionrec.errors import UserError
 
 FORMATS = ("JPEG", "PNG", "WEBP")
+# A catalog's own images may also be what the original system's extractor took (`--from-mongo-export --images`).
+CATALOG_FORMATS = (*FORMATS, "BMP", "TIFF")
 SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 # A large upload is decoded (JPEG) or shrunk right after decoding (PNG, WebP) to about this many pixels
 # on its shorter side: over four times the model's 224 px input, so crops keep their detail.
@@ -74,11 +76,15 @@ DECODES = DecodeBudget(DECODE_BUDGET_BYTES)
 
 
 @contextmanager
-def decoded(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Iterator[Image.Image]:
+def decoded(
+    data: bytes, limits: ImageLimits = DEFAULT_LIMITS, formats: tuple[str, ...] = FORMATS
+) -> Iterator[Image.Image]:
     """The picture `decode_image` returns, its pixels counted in the decode budget until the block ends: a
-    query keeps its picture until it is preprocessed, and pictures waiting for that count as decodes do."""
+    query keeps its picture until it is preprocessed, and pictures waiting for that count as decodes do.
+    `formats`: Pillow's names of the formats taken (uploads: JPEG, PNG, WebP; a catalog's own images:
+    CATALOG_FORMATS)."""
     with _image_errors():
-        image = _opened(data, limits)
+        image = _opened(data, limits, formats)
     with DECODES.hold(_decoded_bytes(image)) as lower:
         with _image_errors():
             image = _loaded(image)  # rebound: the full-size pixels go as soon as they are reduced
@@ -86,20 +92,20 @@ def decoded(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Iterator[Image
         yield image
 
 
-def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, formats: tuple[str, ...] = FORMATS) -> Image.Image:
     """RGB image from `data`, or a UserError that says what is wrong with it. Large images come out with
     about DECODE_SIDE pixels on the shorter side (the model sees far fewer)."""
-    with decoded(data, limits) as picture:
+    with decoded(data, limits, formats) as picture:
         return picture
 
 
-def _opened(data: bytes, limits: ImageLimits) -> Image.Image:
+def _opened(data: bytes, limits: ImageLimits, formats: tuple[str, ...]) -> Image.Image:
     """The image with only its header read, checked against the limits, set to decode at reduced size."""
     if not data:
         raise UserError("the image is empty")
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    image = Image.open(io.BytesIO(data), formats=FORMATS)
+    image = Image.open(io.BytesIO(data), formats=formats)
     if image.width * image.height > limits.max_pixels:
         size = f"{image.width}x{image.height}"
         raise ImageTooLarge(f"the image is {size} pixels; the limit is {limits.max_pixels} pixels")

@@ -62,6 +62,7 @@ class ModelEncoder:
         self.config = preprocess
         self.cache_dir = cache_dir
         self.fingerprint = fingerprint(model)
+        self.dim = model.config.d_model
         self.preprocess = {"key": preprocess.key(), "config": preprocess.to_dict()}
         self._preprocessor: Preprocessor | None = None
         self._init_lock = threading.Lock()
@@ -106,11 +107,11 @@ class ModelEncoder:
         if self.cache_dir is None:
             raise ValueError("encoding a catalog needs a cache_dir")
         if not paths:
-            return np.empty((0, self.model.config.d_model), np.float32)
+            return np.empty((0, self.dim), np.float32)
         cache = ImageCache(self.cache_dir, self.config)
         cache.build(paths)
         ids = list(paths)
-        out = np.empty((len(ids), self.model.config.d_model), np.float32)
+        out = np.empty((len(ids), self.dim), np.float32)
         with tqdm(total=len(ids), desc="encoding catalog", unit="img", file=sys.stderr) as bar:
             for start in range(0, len(ids), batch_size):
                 batch = [cache.get(i) for i in ids[start : start + batch_size]]
