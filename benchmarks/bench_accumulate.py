@@ -63,7 +63,7 @@ def build(args: argparse.Namespace, variant: str) -> tuple[Trainer, list[dict[st
     data = load_training_data(cfg, log=lambda _: None)
     torch.manual_seed(0)
     model = create_model("tiny", data.train_texts(), pretrained=False)
-    cache = build_cache(cfg, data, model.config.image_size)
+    cache = build_cache(cfg, data, model.config.preprocess_config())
     trainer = Trainer(cfg, model, data, cache, torch.device("cpu"), None, onecycle_spec(cfg.lr, 10**7), lambda _: 0)
     loader = iter(make_loader(trainer.dataset, trainer.sampler, cfg, 0))
     group = [next(loader) for _ in range(cfg.gradient_accumulation)]

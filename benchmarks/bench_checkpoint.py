@@ -91,8 +91,8 @@ def epoch_part(args: argparse.Namespace, root: Path) -> None:
     )
     data = load_training_data(base, log=lambda _: None)
     torch.manual_seed(0)
-    image_size = create_model("tiny", data.train_texts(), pretrained=False).config.image_size
-    cache = build_cache(base, data, image_size)
+    preprocess = create_model("tiny", data.train_texts(), pretrained=False).config.preprocess_config()
+    cache = build_cache(base, data, preprocess)
     out = args.workdir / f"ckpt-bench-{os.getpid()}"
 
     def trainer(name: str, save_every: int, with_manager: bool) -> Trainer:

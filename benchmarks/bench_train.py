@@ -139,8 +139,8 @@ def main() -> None:
     )
     data = load_training_data(base, log=lambda _: None)
     torch.manual_seed(0)
-    image_size = create_model("tiny", data.train_texts(), pretrained=False).config.image_size
-    cache = build_cache(base, data, image_size)
+    preprocess = create_model("tiny", data.train_texts(), pretrained=False).config.preprocess_config()
+    cache = build_cache(base, data, preprocess)
     steps_per_epoch = math.ceil(len(data.triplets()) / (args.batch * args.gradient_accumulation))
     if args.steps > steps_per_epoch:
         parser.error(f"--steps {args.steps} is more than the {steps_per_epoch} steps of an epoch")

@@ -43,6 +43,8 @@ def test_documented_model_api_exists():
 
 MODEL_OWNERS = (
     "fashionrec.model",
+    "fashionrec.model.base.RetrievalModel",
+    "fashionrec.model.registry.ModelFamily",
     "fashionrec.model.checkpoint_format",
     "fashionrec.model.checkpoint_format.Checkpoint",
     "fashionrec.model.config.ModelConfig",

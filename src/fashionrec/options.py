@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionrec import paths
+from fashionrec.data.preprocess_config import CROPS, LANDMARKS, RESIZES
 from fashionrec.errors import UserError
 
 DEFAULT_CACHE_DIR = "cache"
@@ -381,6 +382,18 @@ QDRANT_API_KEY_FILE = Option(
     help="file holding the Qdrant API key (default: $QDRANT_API_KEY); never written into the index",
     group="system",
 )
+# The one pretrained model a preset starts from; --text-model keeps its own meaning (the vocabulary above), and
+# for the FashionVLP presets, which take their vocabulary from their text encoder, it still names that encoder
+# when --model is not given.
+MODEL = Option(
+    "--model",
+    help="the pretrained model to start from, as the preset reads it: clip/clip4cir: an open_clip name with its "
+    "pretrained tag (RN50x4/openai, ViT-B-32/laion2b_s34b_b79k), a CLIP or SigLIP Hugging Face id or "
+    "save_pretrained folder, or a fashionrec model of the preset's family; paper/tiny/original: the BERT-family "
+    "text encoder (default: --text-model, else the preset's)",
+    metavar="NAME",
+    group="model",
+)
 
 # ---- compute --------------------------------------------------------------------------------------------
 DEVICE = Option("--device", default=DEFAULT_DEVICE, help="auto, cpu, cuda or cuda:N", group="system")
@@ -404,11 +417,18 @@ THREADS = Option(
 )
 
 # ---- preprocessing --------------------------------------------------------------------------------------
-CROP = Option("--crop", choices=("none", "foreground", "yolo"), help="clothing crop backend", group="data")
+CROP = Option("--crop", choices=CROPS, help="clothing crop backend", group="data")
 LANDMARKS = Option(
     "--landmarks",
-    choices=("none", "mediapipe", "original"),
+    choices=LANDMARKS,
     help="landmark backend (original: the original system's)",
+    group="data",
+)
+RESIZE = Option(
+    "--resize",
+    choices=RESIZES,
+    help="how a picture becomes the square input: square (whole picture resized), shortest (shortest side resized, "
+    "centre kept: CLIP), targetpad (padded to a 1.25 aspect ratio first: CLIP4Cir) (default: the model's own)",
     group="data",
 )
 YOLO_WEIGHTS = Option(

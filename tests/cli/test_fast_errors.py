@@ -58,6 +58,8 @@ CASES = {
         ["recommend", "--checkpoint", "{file}", "--index", "{dir}", "--item", "a", "--text", "  "],
         "the feedback text is empty",
     ),
+    "init over an existing folder": (["init", "--model", "m", "{dir}"], "already exists; choose another OUT"),
+    "init with an unknown resize rule": (["init", "--resize", "stretch", "{tmp}/m"], "--resize: invalid choice"),
     "zero demo images": (["make-demo-data", "{tmp}/d", "--images", "0"], "--images: must be at least 1, got 0"),
     "zero demo epochs": (["demo", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
     "missing index (recommend)": (
@@ -91,6 +93,30 @@ CASES = {
     "checkpoint folder without checkpoints": (
         ["resume", "--checkpoint", "{dir}", *FOLDERS],
         "--checkpoint: no checkpoint files (*.pt) in {dir}",
+    ),
+    "index without images or an export": (
+        ["index", "--checkpoint", "{file}", "--out", "{tmp}/i"],
+        "the following arguments are required: --images (or --from-mongo-export FILE, with which it is optional)",
+    ),
+    "missing mongoexport file": (
+        ["index", "--checkpoint", "{file}", "--from-mongo-export", MISSING, "--out", "{tmp}/i"],
+        "--from-mongo-export: mongoexport file not found: {tmp}/missing",
+    ),
+    "mongoexport file is a folder": (
+        ["index", "--checkpoint", "{file}", "--from-mongo-export", "{dir}", "--out", "{tmp}/i"],
+        "--from-mongo-export: mongoexport file {dir} is a folder, not a file",
+    ),
+    "missing images folder of an export": (
+        ["index", "--checkpoint", "{file}", "--from-mongo-export", "{export}", "--images", MISSING, "--out", "{tmp}/i"],
+        "--images: images folder not found: {tmp}/missing",
+    ),
+    "not a mongoexport file": (
+        ["index", "--checkpoint", "{file}", "--from-mongo-export", "{file}", "--out", "{tmp}/i"],
+        "{file} starts with 'a': not a mongoexport file",
+    ),
+    "a name twice in a mongoexport file": (
+        ["index", "--checkpoint", "{file}", "--from-mongo-export", "{export}", "--out", "{tmp}/i"],
+        "{export}, line 2 ('a.jpg'): the name is also at line 1",
     ),
     "missing checkpoint (index)": (
         ["index", "--checkpoint", MISSING, "--images", "{dir}", "--out", "{tmp}/i"],
@@ -169,7 +195,14 @@ def places(tmp_path_factory: pytest.TempPathFactory, port_in_use: int) -> dict[s
     tmp = tmp_path_factory.mktemp("fast_errors")
     (tmp / "folder").mkdir()
     (tmp / "notes.txt").write_text("a file the user wrote")
-    return {"tmp": str(tmp), "dir": str(tmp / "folder"), "file": str(tmp / "notes.txt"), "port": str(port_in_use)}
+    (tmp / "export.json").write_text('{"name": "a.jpg", "features": [1.0]}\n' * 2)
+    return {
+        "tmp": str(tmp),
+        "dir": str(tmp / "folder"),
+        "file": str(tmp / "notes.txt"),
+        "export": str(tmp / "export.json"),
+        "port": str(port_in_use),
+    }
 
 
 def run_all(argvs: list[list[str]]) -> dict:

@@ -195,3 +195,68 @@ def test_mediapipe_missing(monkeypatch: pytest.MonkeyPatch, python: tuple[int, .
     monkeypatch.setattr(sys, "version_info", python)
     with pytest.raises(UserError, match=message):
         Preprocessor(PreprocessConfig(landmarks="mediapipe"))
+
+
+OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_rule(size: int, resize: str) -> Preprocessor:
+    return Preprocessor(
+        PreprocessConfig(
+            image_size=size, crop="none", resize=resize, resample="bicubic", mean=OPENAI_MEAN, std=OPENAI_STD
+        )
+    )
+
+
+@pytest.mark.parametrize("shape", [(50, 71), (90, 40), (33, 33)])
+def test_the_shortest_side_rule_is_open_clips_own_transform(shape: tuple[int, int]) -> None:
+    """Resize(S) + CenterCrop(S) + ToTensor + Normalize, as open_clip preprocesses for CLIP, to the bit."""
+    open_clip = pytest.importorskip("open_clip")
+    picture = Image.fromarray(np.random.default_rng(2).integers(0, 256, (*shape, 3), dtype=np.uint8))
+    theirs = open_clip.image_transform(32, is_train=False, mean=OPENAI_MEAN, std=OPENAI_STD, resize_mode="shortest")
+    ours = torch.from_numpy(clip_rule(32, "shortest").process(picture).image).permute(2, 0, 1).float() / 255
+    ours = (ours - torch.tensor(OPENAI_MEAN).view(3, 1, 1)) / torch.tensor(OPENAI_STD).view(3, 1, 1)
+    torch.testing.assert_close(ours, theirs(picture), rtol=0, atol=0)
+
+
+def test_targetpad_pads_elongated_pictures_to_a_ratio_of_1_25_and_leaves_squarer_ones_alone() -> None:
+    wide = Image.new("RGB", (200, 100), (250, 250, 250))  # ratio 2: padded to 200 x 160, 30 black rows each side
+    out = clip_rule(32, "targetpad").process(wide).image
+    dark_rows = out.max(axis=(1, 2)) < 30  # 30 / 160 of 32 rows per side: 5 black, 1 blended by the filter
+    assert dark_rows.sum() == 12 and dark_rows[:6].all() and dark_rows[-6:].all() and (out[:5] == 0).all()
+    squarish = Image.fromarray(np.random.default_rng(3).integers(0, 256, (100, 120, 3), dtype=np.uint8))  # 1.2
+    np.testing.assert_array_equal(
+        clip_rule(32, "targetpad").process(squarish).image, clip_rule(32, "shortest").process(squarish).image
+    )
+
+
+def test_landmarks_follow_the_resize_rule_into_the_models_frame(require) -> None:
+    """The shortest-side rule shows the centre of a 400 x 512 picture: resized to 64 x 81 (81.92 truncated, as
+    torchvision does), rows 8 to 72 kept, i.e. rows 8 and 72 of 81 of the original height. Points move into
+    that frame, and points outside it are no longer valid."""
+    require("mediapipe")
+    data = require("skimage.data")
+    picture = Image.fromarray(data.astronaut()[:, :400])
+    whole = Preprocessor(PreprocessConfig(image_size=64, crop="none", landmarks="mediapipe")).process(picture)
+    centre = Preprocessor(PreprocessConfig(image_size=64, crop="none", landmarks="mediapipe", resize="shortest"))
+    moved = centre.process(picture)
+    top, bottom = 8 / 81, 72 / 81
+    expected = np.stack([whole.landmarks[:, 0], (whole.landmarks[:, 1] - top) / (bottom - top)], axis=1)
+    inside = whole.landmark_mask & (expected[:, 1] >= 0) & (expected[:, 1] <= 1)
+    np.testing.assert_array_equal(moved.landmark_mask, inside)
+    np.testing.assert_allclose(moved.landmarks[inside], expected[inside], atol=1e-5)
+
+
+def test_the_key_follows_the_resize_rule_the_filter_and_the_pixel_statistics() -> None:
+    base = PreprocessConfig()
+    others = [
+        PreprocessConfig(resize="shortest"),
+        PreprocessConfig(resize="targetpad"),
+        PreprocessConfig(resample="bicubic"),
+        PreprocessConfig(mean=OPENAI_MEAN),
+        PreprocessConfig(std=OPENAI_STD),
+    ]
+    assert len({base.key(), *(c.key() for c in others)}) == 6
+    assert PreprocessConfig(mean=list(OPENAI_MEAN)).key() == PreprocessConfig(mean=OPENAI_MEAN).key()  # JSON lists
+    with pytest.raises(UserError, match="unknown resize rule 'crop'"):
+        PreprocessConfig(resize="crop")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
@@ -53,6 +55,7 @@ class FakeEncoder:
 
     fingerprint = "fake-encoder"
     preprocess = {"key": "fake", "config": {}}
+    dim = 4
 
     @staticmethod
     def _vector(image: Image.Image) -> np.ndarray:
@@ -102,3 +105,15 @@ def demo_images(out: Path, count: int = 48) -> Path:
     from fashionrec.data.demo import make_demo_data
 
     return make_demo_data(out, images=count, image_size=64) / "images"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` pixels but carries almost no data: a decompression bomb's
+    header, which must be refused before any pixel is decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body

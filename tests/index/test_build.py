@@ -383,3 +383,28 @@ def test_cli_products_reach_the_recommend_table_and_json(
     assert main([*build, "--products", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {bad}: line 2: expected 2 cells (id,price), got 'D000001,19,90'\n"
+
+
+def test_an_index_built_before_preprocessing_version_2_is_refused_with_the_rebuild_line(
+    built, tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    """Its manifest recorded four settings and their version-1 key; the model's preprocessing now has a resize
+    rule and pixel statistics too, and version 2."""
+    import hashlib
+
+    from fashionrec.index.manifest import MANIFEST, digest
+
+    root, images, _ = built
+    index = shutil.copytree(root / "index", tmp_path / "index")
+    raw = json.loads((index / MANIFEST).read_text())
+    old = {"image_size": 64, "crop": "foreground", "landmarks": "none", "yolo_weights": None}
+    key = hashlib.sha256(json.dumps({**old, "version": 1}, sort_keys=True).encode()).hexdigest()[:16]
+    raw["preprocess"] = {"key": key, "config": old}
+    raw.pop("digest")
+    (index / MANIFEST).write_text(json.dumps({**raw, "digest": digest(raw)}))  # a whole manifest, as it was written
+    with pytest.raises(
+        UserError, match="built with other preprocessing .*rebuild it with `fashionrec index --rebuild`"
+    ):
+        Recommender.open(tiny_ckpt, index, device="cpu")
+    with pytest.raises(UserError, match="pass --rebuild to re-encode every image"):
+        build_index(tiny_ckpt, images, index, cache_dir=root / "cache", device="cpu")

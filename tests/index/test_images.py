@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import io
-import struct
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
+from rec_fixtures import png_header_only
 
 from fashionrec.errors import UserError
-from fashionrec.index.images import DecodeBudget, ImageLimits, ImageTooLarge, decode_image
+from fashionrec.index import images
+from fashionrec.index.images import DecodeBudget, ImageLimits, ImageTooLarge, decode_image, decoded
 
 
 def encoded(fmt: str, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.linear_gradient("L").resize(size).convert(mode).save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims `width` x `height` pixels but carries almost no data: a decompression bomb's
-    header, which must be refused before any pixel is decoded."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
@@ -124,3 +112,18 @@ def test_the_decode_budget_bounds_decoded_bytes_held_at_once() -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(decode, [4] * 16))
     assert peak[0] == 8  # two at once, never three
+
+
+def test_a_query_picture_counts_in_the_budget_until_its_block_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2048 px square decodes within the whole budget, is reduced to 1024 px, and holds that much until
+    the block (a query's preprocessing) ends: a decode that fits beside it runs, a larger one waits."""
+    monkeypatch.setattr(images, "DECODES", DecodeBudget(limit=2048 * 2048 * 4))
+    large, beside, after = (encoded("PNG", size) for size in [(2048, 2048), (1024, 1024), (2048, 1600)])
+    with ThreadPoolExecutor(2) as pool:
+        with decoded(large) as picture:
+            assert picture.size == (1024, 1024) and picture.mode == "RGB"
+            assert pool.submit(decode_image, beside).result(timeout=30).size == (1024, 1024)
+            waiting = pool.submit(decode_image, after)  # 13.1 MB: only 12.6 MB are free beside the picture
+            time.sleep(0.3)
+            assert not waiting.done()
+        assert waiting.result(timeout=30).size == (2048, 1600)

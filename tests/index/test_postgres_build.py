@@ -53,6 +53,7 @@ class WiderModel(FakeEncoder):
     """Another model, with 6-dimensional vectors."""
 
     fingerprint = "wider-model"
+    dim = 6
 
     @staticmethod
     def _vector(image: Image.Image) -> np.ndarray:

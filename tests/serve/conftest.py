@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from serve_helpers import DRESSES, live_server  # noqa: E402
 from fashionrec.index import Recommender, build_index  # noqa: E402
 from fashionrec.index.categories import from_split_files  # noqa: E402
 from fashionrec.index.registry import open_catalog  # noqa: E402
+from fashionrec.index.vector_import import import_catalog  # noqa: E402
 from fashionrec.serve.app import create_app  # noqa: E402
 
 
@@ -59,3 +61,24 @@ def tiny_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Rec
 def tiny_server(tiny_service: tuple[Recommender, Path]) -> Iterator[str]:
     with live_server(create_app(tiny_service[0])) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def imported_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recommender]:
+    """A catalog imported without images (`fashionrec index --from-mongo-export`: twelve colours' FakeEncoder
+    vectors, as raw as the original system stored them), plus one item added with its picture ("added")."""
+    root = tmp_path_factory.mktemp("imported")
+    encoder = FakeEncoder()
+    images = solid_images(root / "images", 12)
+    paths = {path.name: path for path in sorted(images.iterdir())}
+    vectors = encoder.encode_catalog(paths, 1)
+    documents = [
+        {"_id": {"$oid": f"{n:024x}"}, "name": name, "features": (3 * vector).tolist()}
+        for n, (name, vector) in enumerate(zip(paths, vectors, strict=True))
+    ]
+    (root / "export.json").write_text("".join(json.dumps(document) + "\n" for document in documents))
+    import_catalog(Path("unused"), root / "export.json", root / "index", encoder=encoder)
+    recommender = Recommender(encoder, open_catalog(root / "index"), SMALL_LIMITS)
+    recommender.add_item({"id": "added", "title": "Added with its picture"}, (images / "c003.png").read_bytes())
+    yield recommender
+    recommender.close()

@@ -1,21 +1,23 @@
-"""Shared by the tests in tests/serve: a real uvicorn in a background thread, `fashionrec serve` processes,
-and product details for the demo catalog."""
+"""Shared by the tests that serve: a real uvicorn in a background thread, `fashionrec serve` itself in a
+subprocess, and product details for the demo catalog."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+import fashionrec
 from fashionrec.index.items import Product
 
 # Product details of the demo's dresses; one title holds markup, which the page must show as text.
@@ -26,6 +28,8 @@ DRESSES = {
     )
     for n in range(16)
 }
+# What `fashionrec serve` prints once its socket listens (with `--port 0`, the port it was given).
+SERVING = re.compile(r"serving \d+ items on (?P<url>http://127\.0\.0\.1:\d+/)")
 
 
 @contextmanager
@@ -50,25 +54,27 @@ def live_server(app: ASGIApp | None = None, config: uvicorn.Config | None = None
         sock.close()
 
 
-# What `fashionrec serve` prints once its socket listens.
-SERVING = re.compile(r"serving \d+ items on (?P<url>http://127\.0\.0\.1:\d+)/")
-
-
-def wait_serving(process: subprocess.Popen, log: Path, within: float = 120) -> str:
-    """The base URL a `fashionrec serve` process writing its output to `log` says it serves on."""
-    deadline = time.monotonic() + within
-    while not (serving := SERVING.search(log.read_text())):
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"the server did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
-    return serving["url"]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM, as a service manager stops a server; SIGKILL if it has not ended 30 s later."""
-    process.terminate()
+@contextmanager
+def serve_process(checkpoint: Path, index: Path | str, log: Path, *flags: str) -> Iterator[tuple[str, int]]:
+    """`fashionrec serve` (one torch thread, the CPU) on a free loopback port (`--port 0`), once it says
+    "serving": that line names the port and is printed only once the socket listens, so the first request
+    is answered without a retry. Yields (base URL, pid) and stops it after. Its output goes to `log`."""
+    env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(checkpoint), "--index", str(index)]
+    command += ["--host", "127.0.0.1", "--port", "0", "--device", "cpu", *flags]
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(30)
+        deadline = time.monotonic() + 120
+        while not (serving := SERVING.search(log.read_text(errors="replace"))):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.2)
+        yield serving["url"].rstrip("/"), server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(30)

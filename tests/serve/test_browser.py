@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import SCRIPT_TITLE
+from serve_helpers import SCRIPT_TITLE, live_server
 
 from fashionrec.index import Recommender
+from fashionrec.serve.app import create_app
 
 pytestmark = pytest.mark.slow  # starts real processes
 
@@ -30,7 +31,6 @@ ALL_LOADED = """k => {
     const imgs = [...document.querySelectorAll('#results img')];
     return imgs.length === k && imgs.every(img => img.complete && img.naturalWidth > 0);
 }"""
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "serving-session.png"
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +101,6 @@ def test_three_turns_from_a_catalog_item_within_a_category(page, tiny_service: t
     assert second == [m.id for m in expected] and chosen not in second
     assert chain(page) == ["Start: D000003", "“is red”", f"Picked: {chosen}", "“has long sleeves”"]
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    with Image.open(SCREENSHOT) as shot:
-        assert shot.size[0] == 1100
     # Each result shows a garment on its background, not a blank box or a broken-image icon.
     for img in page.locator("#results img").all():
         pixels = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("RGB"), dtype=np.float32)
@@ -229,3 +225,37 @@ def test_cards_show_title_price_and_shop_link_and_catalog_text_stays_text(
         assert cards.nth(i).locator(".price").inner_text() == f"{product.price} EUR"
         assert cards.nth(i).locator("a.shop").get_attribute("href") == product.url
     assert page.evaluate("window.pwned") is None
+
+
+NO_BROKEN_PICTURE = "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)"
+
+
+def test_items_without_a_picture_say_so_and_no_picture_shows_broken(browser, imported_service: Recommender) -> None:
+    """A catalog imported without images: its items show "No picture" and cannot be a starting point; a
+    picture that fails to load becomes "No picture" too."""
+    with live_server(create_app(imported_service)) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(url + "/")
+        page.wait_for_function("() => document.querySelectorAll('#catalog li').length === 13")
+        imageless = page.locator("#catalog button:disabled")
+        assert imageless.count() == 12 and imageless.locator(".no-picture").count() == 12
+        assert imageless.first.get_attribute("aria-label") == "c000, no picture: it cannot be a starting point"
+        page.wait_for_function(NO_BROKEN_PICTURE)
+        assert page.locator("#catalog img").count() == 1
+
+        page.get_by_role("button", name="Start from added").click()
+        page.fill("#text", "is green")
+        page.press("#text", "Enter")
+        page.wait_for_function("() => document.querySelectorAll('#results li').length === 10")
+        assert page.locator("#results .no-picture").count() == 10 and page.locator("#results img").count() == 0
+        assert page.locator("#results button:disabled").count() == 10
+        page.wait_for_function(NO_BROKEN_PICTURE)  # the chain shows the starting item's picture
+
+        context.route("**/items/added/image", lambda route: route.fulfill(status=404, body="gone"))
+        page.goto(url + "/")
+        added = page.locator("#catalog button[data-id='added']")
+        added.locator(".no-picture").wait_for()
+        assert page.locator("#catalog img").count() == 0 and added.is_enabled()
+        context.close()

@@ -1,10 +1,11 @@
-"""Limits that keep one client from hurting others: request-head and body deadlines, the in-flight request
-limit, and clear answers to HEAD and to a cut-off upload."""
+"""Limits that keep one client from hurting others: request-head and body deadlines, the request-head size,
+the in-flight request limit, and clear answers to HEAD and to a cut-off upload."""
 
 from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -12,13 +13,17 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from rec_fixtures import FakeEncoder, png_header_only
 from serve_helpers import live_server
 
 from fashionrec.index import Recommender
-from fashionrec.serve.app import create_app
+from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits
+from fashionrec.index.recommend import MAX_K, MAX_TEXT_CHARS
+from fashionrec.index.registry import open_catalog
+from fashionrec.serve.app import FORM_OVERHEAD, create_app
 from fashionrec.serve.inflight import InFlightLimit
 from fashionrec.serve.limits import BodyLimit
-from fashionrec.serve.server import uvicorn_config
+from fashionrec.serve.server import MAX_HEAD_BYTES, uvicorn_config
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +151,8 @@ def test_connections_must_finish_each_request_head_in_time(fake_recommender: Rec
                 break
             time.sleep(0.1)
         assert read_all(idle) == b""  # closed, nothing to answer
-        assert read_all(partial).startswith(b"HTTP/1.1 408")
+        timed_out = read_all(partial)
+        assert timed_out.startswith(b"HTTP/1.1 408") and "did not arrive within 0.5 s" in error_of(timed_out)
         assert read_all(trickle).startswith(b"HTTP/1.1 408")
         assert time.monotonic() - start < 4.5
         late = connect(url)
@@ -162,3 +168,96 @@ def test_connections_must_finish_each_request_head_in_time(fake_recommender: Rec
             time.sleep(0.3)
         assert len(sockets) == 1
         assert httpx.get(f"{url}/health").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def served(fake_recommender: Recommender) -> Iterator[str]:
+    """The app under `fashionrec serve`'s uvicorn settings, in a background thread: its base URL."""
+    with live_server(config=uvicorn_config(create_app(fake_recommender), log_level="warning")) as url:
+        yield url
+
+
+def head_of(size: int, field_bytes: int) -> bytes:
+    """A `GET /health` request head of exactly `size` bytes up to its blank line, padded with header fields
+    of `field_bytes` bytes each, the first one taking what is left over."""
+    start = b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+    room = size - len(start) - 2
+    count = max(room // field_bytes, 1)
+    fields = [b"x-pad-%05d: " % i for i in range(count)]
+    values = [field_bytes - len(name) - 2 for name in fields]
+    values[0] += room - count * field_bytes
+    lines = [name + b"v" * value + b"\r\n" for name, value in zip(fields, values, strict=True)]
+    head = start + b"".join(lines) + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+def send_in_pieces(url: str, data: bytes, writes: int) -> bytes:
+    """Everything answered to `data` sent in `writes` separate writes on a new connection."""
+    sock = connect(url)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    step = -(-len(data) // writes)
+    for start in range(0, len(data), step):
+        sock.sendall(data[start : start + step])
+        if writes > 1:
+            time.sleep(0.02)  # each piece its own read on the server
+    with sock:
+        return read_all(sock)
+
+
+def error_of(answer: bytes) -> str:
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+
+
+@pytest.mark.parametrize("writes", [1, 10], ids=["one write", "ten writes"])
+@pytest.mark.parametrize("field_bytes", [MAX_HEAD_BYTES, 40], ids=["one long field", "many short fields"])
+def test_a_request_head_over_16_kib_gets_431_however_it_arrives(served: str, field_bytes: int, writes: int) -> None:
+    assert MAX_HEAD_BYTES == 16 * 1024  # the figure docs/serving.md gives
+    under = send_in_pieces(served, head_of(MAX_HEAD_BYTES, field_bytes), writes)
+    assert under.startswith(b"HTTP/1.1 200 "), under[:200]
+    over = send_in_pieces(served, head_of(MAX_HEAD_BYTES + 1, field_bytes), writes)
+    assert over.startswith(b"HTTP/1.1 431 "), over[:200]
+    assert b"\r\nconnection: close\r\n" in over and "over 16384 bytes" in error_of(over)
+
+
+def test_long_and_pipelined_heads_get_431_and_the_server_goes_on(served: str) -> None:
+    huge = send_in_pieces(served, head_of(100_000, 100_000), 1)  # taken whole in one read before
+    assert huge.startswith(b"HTTP/1.1 431 ")
+    kept_alive = head_of(200, 200).replace(b"connection: close", b"connection: keep-alive")
+    pipelined = send_in_pieces(served, kept_alive + head_of(MAX_HEAD_BYTES + 1, 40), 1)
+    assert pipelined.startswith(b"HTTP/1.1 200 ") and pipelined.count(b"HTTP/1.1 431 ") == 1
+    not_http = send_in_pieces(served, b"HELLO\r\n\r\n", 1)
+    assert not_http.startswith(b"HTTP/1.1 400 ") and "not valid HTTP" in error_of(not_http)
+    assert httpx.get(f"{served}/health").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def shipped(fake_recommender: Recommender) -> Iterator[TestClient]:
+    """The fake catalog's app with the upload limits `fashionrec serve` has."""
+    recommender = Recommender(FakeEncoder(), open_catalog(fake_recommender.catalog.location), DEFAULT_LIMITS)
+    with TestClient(create_app(recommender)) as client:
+        yield client
+    recommender.close()
+
+
+def test_uploads_are_limited_at_the_documented_figures(shipped: TestClient, fake_recommender: Recommender) -> None:
+    """docs/serving.md: an image of up to 10 MiB and 40 megapixels, a body of up to 10 MiB + 64 KiB, text of
+    up to 500 characters, k up to 100; one more of any of them is refused."""
+    assert DEFAULT_LIMITS == ImageLimits(max_bytes=10 * 2**20, max_pixels=40_000_000)
+    assert (FORM_OVERHEAD, MAX_TEXT_CHARS, MAX_K) == (64 * 1024, 500, 100)
+
+    def ask(image: bytes, text: str = "is red", k: str = "5") -> httpx.Response:
+        return shipped.post("/recommend", files={"image": ("a.png", image)}, data={"text": text, "k": k})
+
+    picture = fake_recommender.image("c001")[0]  # a PNG: decoders stop at its end, so bytes after it are padding
+    largest = picture + b"\0" * (10 * 2**20 - len(picture))
+    assert ask(largest, "x" * 500, "100").status_code == 200  # 501 characters and k=101: tests/serve/test_api.py
+    refused = ask(largest + b"\0")
+    assert refused.status_code == 413 and "10485761 bytes; the limit is 10485760" in refused.json()["error"]
+    at_limit = ask(png_header_only(8000, 5000))  # 40,000,000 pixels: decoded, and found to have no pixel data
+    assert at_limit.status_code == 400 and "truncated or corrupt" in at_limit.json()["error"]
+    over = ask(png_header_only(8000, 5001))
+    assert over.status_code == 413 and "the limit is 40000000 pixels" in over.json()["error"]
+    multipart = {"content-type": "multipart/form-data; boundary=B"}
+    body = shipped.post("/recommend", content=b"\0" * (10 * 2**20 + FORM_OVERHEAD + 1), headers=multipart)
+    assert body.status_code == 413 and f"larger than {10 * 2**20 + 64 * 1024} bytes" in body.json()["error"]

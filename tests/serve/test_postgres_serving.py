@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,12 +17,10 @@ from fastapi.testclient import TestClient
 from pg_fixtures import embedded_server, open_store, require_postgres
 from PIL import Image
 from rec_fixtures import FakeEncoder, demo_images, solid_images, tiny_checkpoint
-from serve_helpers import stop, wait_serving
+from serve_helpers import serve_process
 
-import fashionrec
 from fashionrec.cli.main import main
 from fashionrec.index import Recommender, build_index
-from fashionrec.serve.admin import TOKEN_ENV
 from fashionrec.serve.app import create_app
 
 TOKEN = "replica-admin-token-0123456789"
@@ -37,15 +33,6 @@ def png(colour: tuple[int, int, int], size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
-def start_serve(checkpoint: Path, url: str, name: str, log: Path) -> tuple[subprocess.Popen, Path]:
-    env = {**os.environ, "PYTHONPATH": str(Path(fashionrec.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    env[TOKEN_ENV] = TOKEN
-    command = [sys.executable, "-m", "fashionrec", "serve", "--checkpoint", str(checkpoint), "--index", url]
-    command += ["--catalog-name", name, "--port", "0", "--device", "cpu"]
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log
-
-
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, pg_server) -> Iterator[tuple[str, str]]:
     """Two `fashionrec serve` processes on one catalog in the session's database, built from demo images
@@ -56,11 +43,14 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, pg_server) -> Iterator[tu
     name = f"replicas_{os.getpid()}"
     build_index(checkpoint, images, pg_server.url, catalog=name, cache_dir=root / "cache", device="cpu")
     shutil.rmtree(images.parent)
+    (root / "token").write_text(TOKEN)
+    flags = ["--catalog-name", name, "--admin-token-file", str(root / "token")]
     with ExitStack() as stack:
-        started = [start_serve(checkpoint, pg_server.url, name, root / f"serve{i}.log") for i in range(2)]
-        for process, _ in started:
-            stack.callback(stop, process)
-        yield tuple(wait_serving(process, log) for process, log in started)
+        servers = [
+            stack.enter_context(serve_process(checkpoint, pg_server.url, root / f"serve{i}.log", *flags))
+            for i in range(2)
+        ]
+        yield tuple(url for url, _ in servers)
     with open_store(pg_server.url, name) as store:
         store.drop()
 

@@ -51,7 +51,10 @@ def assert_same_gradients(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
 
 @pytest.fixture(scope="module")
 def no_dropout_trainer(small_data, cache_dir):
+    """Seeded: the model's weights (and so the rounding of its gradients) must not depend on which tests ran
+    before in this process."""
     cfg = small_config(small_data, cache_dir, accumulate_negatives=True)
+    torch.manual_seed(0)
     return make_trainer(cfg, tiny_model(cfg, dropout=0.0))
 
 

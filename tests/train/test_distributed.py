@@ -346,7 +346,7 @@ def test_sharded_validation_equals_single_process_metric_of_the_same_checkpoint(
     for epoch, metrics in enumerate(sharded, start=1):
         path = next(ddp_pinned.glob(f"optimized_model_epoch_{epoch}_recall_*.pt"))
         model = load_model(path)
-        cache = build_cache(TrainConfig.from_dict(cfg), data, model.config.image_size)
+        cache = build_cache(TrainConfig.from_dict(cfg), data, model.config.preprocess_config())
         single = evaluate(model, data.val_splits, cache, settings)
         assert single.keys() == metrics.keys()
         for name, values in single.items():

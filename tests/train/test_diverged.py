@@ -24,7 +24,7 @@ def trainer(small_data, cache_dir, tmp_path) -> Trainer:
     )  # fmt: skip
     data = load_training_data(cfg)
     model = create_model("tiny", data.train_texts(), pretrained=False)
-    cache = build_cache(cfg, data, model.config.image_size)
+    cache = build_cache(cfg, data, model.config.preprocess_config())
     manager = CheckpointManager(tmp_path, TRAIN_PREFIX)
     return Trainer(cfg, model, data, cache, torch.device("cpu"), manager, onecycle_spec(cfg.lr, 100), lambda _: None)
 

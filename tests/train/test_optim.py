@@ -1,17 +1,31 @@
 """Learning rates per part: the default single AdamW group as the original system built it, or heads /
-backbone / text groups with their own peaks under one schedule, saved and resumed exactly."""
+backbone / text groups with their own peaks under one schedule, saved and resumed exactly; the parts are
+the ones each model family names (the original system's architecture has its own)."""
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
 import torch
+from original_run import SMALL_BERT
 from torch.optim.lr_scheduler import OneCycleLR
-from train_helpers import assert_same_training, final_checkpoint, load, make_trainer, small_config, tiny_model
+from train_helpers import (
+    assert_same_training,
+    final_checkpoint,
+    first_batch,
+    load,
+    make_trainer,
+    small_config,
+    tiny_model,
+)
 
 from fashionrec.cli.main import main
 from fashionrec.errors import UserError
+from fashionrec.model import create_model, register
+from fashionrec.model.families.fashionvlp import FashionVLPConfig
+from fashionrec.model.families.original import OriginalFamily
 from fashionrec.train.optim import ADAMW_LR, BETAS, load_optimizer_state
 from fashionrec.train.schedule import DIV_FACTOR, build_scheduler, continuation_spec, warmup_end_step
 
@@ -87,3 +101,35 @@ def test_resume_with_parts_and_accumulated_negatives_is_bit_identical(train_args
     capsys.readouterr()
     assert main(["resume", "--checkpoint", str(step_file), *train_args, "--backbone-lr", "1e-3"]) == 2
     assert "--backbone-lr 0.001 contradicts the checkpoint" in capsys.readouterr().err
+
+
+class SmallOriginal(OriginalFamily):
+    """The original system's architecture (the full ResNet-50: its names fix its width) at 32 px with a small
+    BERT: the family's code, at a size a test can train."""
+
+    name = "original-small"
+    presets = {
+        "original-small": lambda: FashionVLPConfig(
+            preset="original-small", backbone="resnet50", image_size=32, text=dict(SMALL_BERT), max_text_len=16
+        )
+    }
+
+    def reads(self, data: object) -> bool:
+        return False  # the original system's files stay the built-in family's
+
+
+@pytest.mark.slow  # builds a ResNet-50 and BERT
+def test_the_original_architecture_trains_with_its_own_text_lr(small_data, cache_dir, bert_uncased_cache):
+    """Its parts are its own modules (not FashionVLP's `backbone` / `reference.bert`): one real step."""
+    register(SmallOriginal())
+    cfg = small_config(small_data, cache_dir, preset="original-small", pretrained=False, text_lr=1e-5)
+    trainer = make_trainer(cfg, create_model("original-small", pretrained=False))
+    groups = trainer.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["heads", "backbone", "text"]
+    assert groups[1]["lr_scale"] == 1.0 and groups[2]["lr_scale"] == pytest.approx(1e-5 / LR)
+    text = trainer.model.reference_block.vlp_transformer
+    assert [id(p) for p in groups[2]["params"]] == [id(p) for p in text.parameters()]
+    before = {name: p.detach().clone() for name, p in text.named_parameters()}
+    losses = trainer.step([first_batch(trainer)])
+    assert all(math.isfinite(x) for x in losses)
+    assert any(not torch.equal(before[name], p) for name, p in text.named_parameters())

@@ -56,7 +56,9 @@ def config(small_data: Path, cache_dir: Path, tmp_path_factory) -> TrainConfig:
 def make_trainer(cfg: TrainConfig, model, out: Path | None, prefix: str, schedule: dict, start: Path | None = None):
     data = load_training_data(cfg, quiet)
     manager = CheckpointManager(out, prefix, protected=start) if out is not None else None
-    return Trainer(cfg, model, data, build_cache(cfg, data, model.config.image_size), CPU, manager, schedule, quiet)
+    return Trainer(
+        cfg, model, data, build_cache(cfg, data, model.config.preprocess_config()), CPU, manager, schedule, quiet
+    )
 
 
 def resumed(start: Path, out: Path | None, **flags) -> Trainer:

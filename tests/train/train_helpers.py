@@ -108,7 +108,7 @@ def tiny_model(cfg: TrainConfig, dropout: float | None = None) -> FashionVLP:
 def make_trainer(cfg: TrainConfig, model: FashionVLP, log=None, device: str = "cpu") -> Trainer:
     """A single-process trainer over `cfg`'s data with its own copy of `model` (no checkpoints)."""
     data = load_training_data(cfg, lambda *_: None)
-    cache = build_cache(cfg, data, model.config.image_size)
+    cache = build_cache(cfg, data, model.config.preprocess_config())
     spec = onecycle_spec(cfg.lr, 100)
     return Trainer(cfg, copy.deepcopy(model), data, cache, torch.device(device), None, spec, log or (lambda _: None))
 

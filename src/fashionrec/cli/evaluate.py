@@ -12,7 +12,6 @@ from fashionrec.data.fashioniq import SPLITS
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fashionrec.data.cache import ImageCache
     from fashionrec.data.images import image_paths, load_split_with_images
-    from fashionrec.data.preprocess import PreprocessConfig
     from fashionrec.device import resolve_device, set_threads
     from fashionrec.eval.retrieval import EvalSettings, evaluate, format_table
     from fashionrec.model import load_model
@@ -23,7 +22,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     splits = load_split_with_images(
         args.path_file, args.path_folder, args.split, args.categories, args.skip_missing, text_model=args.text_model
     )
-    cache = ImageCache(args.cache_dir, PreprocessConfig(image_size=model.config.image_size, **model.config.preprocess))
+    cache = ImageCache(args.cache_dir, model.config.preprocess_config())
     cache.build(image_paths(splits.values(), args.path_folder))
     metrics = evaluate(
         model.to(device),

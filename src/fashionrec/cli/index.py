@@ -20,9 +20,22 @@ QDRANT_KEY_ENV = "QDRANT_API_KEY"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("index", help="encode a folder of catalog images into a search index")
+    p = subparsers.add_parser(
+        "index", help="encode a folder of catalog images into a search index, or import vectors encoded elsewhere"
+    )
     opt.CHECKPOINT.with_help("training checkpoint or model directory").add_to(p, required=True)
-    opt.IMAGES.add_to(p, required=True)
+    # Required unless --from-mongo-export is given (checked first thing in run_index).
+    opt.IMAGES.with_help(
+        "catalog folder (jpg/jpeg/png/webp, recursive); with --from-mongo-export, optional: the folder the "
+        "exported names are relative to"
+    ).add_to(p)
+    opt.option_group(p, "data").add_argument(
+        "--from-mongo-export",
+        type=opt.existing_file("mongoexport file"),
+        metavar="FILE",
+        help="import the original system's catalog vectors instead of encoding images: a mongoexport file (JSON "
+        "lines or array) of {name, features} documents made with the --checkpoint model",
+    )
     p.add_argument(
         "--out", type=opt.catalog_location(opt.folder_to_write("index folder")), metavar="INDEX",
         help=f"index folder (created or updated), or a catalog database URL (postgresql://...; default: "
@@ -141,6 +154,10 @@ def catalog_location(args: argparse.Namespace, flag: str = "--index") -> str:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    if args.images is None and args.from_mongo_export is None:
+        raise UserError(
+            "the following arguments are required: --images (or --from-mongo-export FILE, with which it is optional)"
+        )
     from fashionrec.index import build_index
     from fashionrec.index.categories import from_split_files, merge
     from fashionrec.index.products import read_products
@@ -151,27 +168,37 @@ def run_index(args: argparse.Namespace) -> int:
     sources += [listing.categories] if listing else []
     options = store_options(args)
     location = catalog_location(args, "--out")
-    report = build_index(
-        args.checkpoint,
-        args.images,
-        location,
-        backend=options.backend,
-        url=options.url,
-        collection=options.collection,
-        approx_threshold=options.approx_threshold,
-        qdrant_api_key=options.qdrant_api_key,
-        catalog=options.catalog,
-        rebuild=args.rebuild,
-        batch_size=args.batch,
-        cache_dir=Path(args.cache_dir),
-        device=args.device,
-        crop=args.crop,
-        landmarks=args.landmarks,
-        yolo_weights=args.yolo_weights,
-        categories=merge(*sources) if sources else None,
-        products=listing.products if listing else None,
-        text_model=args.text_model,
-    )
+    settings = {
+        "rebuild": args.rebuild,
+        "cache_dir": Path(args.cache_dir),
+        "device": args.device,
+        "crop": args.crop,
+        "landmarks": args.landmarks,
+        "yolo_weights": args.yolo_weights,
+        "categories": merge(*sources) if sources else None,
+        "products": listing.products if listing else None,
+        "text_model": args.text_model,
+    }
+    if args.from_mongo_export is not None:
+        from fashionrec.index.vector_import import import_catalog
+
+        export = Path(args.from_mongo_export)
+        images = None if args.images is None else Path(args.images)
+        report = import_catalog(args.checkpoint, export, location, images=images, options=options, **settings)
+    else:
+        report = build_index(
+            args.checkpoint,
+            args.images,
+            location,
+            backend=options.backend,
+            url=options.url,
+            collection=options.collection,
+            approx_threshold=options.approx_threshold,
+            qdrant_api_key=options.qdrant_api_key,
+            catalog=options.catalog,
+            batch_size=args.batch,
+            **settings,
+        )
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"index {redact(location)}: {report.summary()}")

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "fashionrec.cli.catalog",
     "fashionrec.cli.demo",
     "fashionrec.cli.convert",
+    "fashionrec.cli.init",
 )
 
 

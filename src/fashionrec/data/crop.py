@@ -10,6 +10,7 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
+from fashionrec.data.preprocess_config import CROPS
 from fashionrec.errors import UserError
 
 Boxer = Callable[[Image.Image], np.ndarray]
@@ -101,4 +102,4 @@ def make_boxer(crop: str, yolo_weights: str | None) -> Boxer:
         if yolo_weights is None:
             raise UserError("--crop yolo needs --yolo-weights FILE")
         return YoloBoxer(yolo_weights)
-    raise UserError(f"unknown crop backend {crop!r} (choose from none, foreground, yolo)")
+    raise UserError(f"unknown crop backend {crop!r} (choose from {', '.join(CROPS)})")

@@ -44,10 +44,14 @@ class CategorySplit:
     gallery: list[str]
 
 
+def caption_parts(captions: Sequence[str]) -> list[str]:
+    """The captions as `caption_text` joins them: whitespace collapsed, empty ones left out."""
+    return [p for p in (" ".join(c.split()) for c in captions) if p]
+
+
 def caption_text(captions: Sequence[str], order_seed: int | None) -> str:
     """Join the captions with " and "; `order_seed` shuffles them (training), None keeps the file order."""
-    parts = [" ".join(c.split()) for c in captions]
-    parts = [p for p in parts if p]
+    parts = caption_parts(captions)
     if order_seed is not None:
         random.Random(order_seed).shuffle(parts)
     return " and ".join(parts)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import TripletDataset
 from fashionrec.data.fashioniq import CategorySplit, Triplet
+from fashionrec.data.features import CachedFeatures
 from fashionrec.eval.metrics import diagonal_topk_recall
 from fashionrec.eval.retrieval import KS, EvalSettings, autocast, gather_shards, loader, shard, to_device
 from fashionrec.model.factory import FashionModel
@@ -35,11 +36,17 @@ def validated_triplets(splits: dict[str, CategorySplit], batch_size: int, max_ba
 
 @torch.no_grad()
 def embed_triplets(
-    model: FashionModel, triplets: Sequence[Triplet], cache: ImageCache, settings: EvalSettings
+    model: FashionModel,
+    triplets: Sequence[Triplet],
+    cache: ImageCache,
+    settings: EvalSettings,
+    features: CachedFeatures | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f_ref, f_tar) of each triplet, from the model's training forward (each rank embeds its shard)."""
+    """(f_ref, f_tar) of each triplet, from the model's training forward (each rank embeds its shard; `features`:
+    the frozen parts' cached outputs, for models that read them)."""
     refs, tars = [], []
-    dataset = TripletDataset(shard(triplets, settings), cache, model.tokenizer, train=False, seed=settings.seed)
+    mine = shard(triplets, settings)
+    dataset = TripletDataset(mine, cache, model.tokenizer, train=False, seed=settings.seed, features=features)
     for batch in loader(dataset, settings):
         with autocast(settings):
             f_ref, f_tar = model(to_device(batch, settings.device))
@@ -55,6 +62,7 @@ def evaluate_original(
     cache: ImageCache,
     settings: EvalSettings,
     max_batches: int | None = None,
+    features: CachedFeatures | None = None,
 ) -> dict[str, Any]:
     """Recall@10 and @50 (fractions) under the original system's protocol; `max_batches`: FAST_BATCHES for
     their fast validation, None for every triplet."""
@@ -62,7 +70,7 @@ def evaluate_original(
     was_training = model.training
     model.eval()
     try:
-        f_ref, f_tar = embed_triplets(model, triplets, cache, settings)
+        f_ref, f_tar = embed_triplets(model, triplets, cache, settings, features)
     finally:
         model.train(was_training)
     similarity = F.normalize(f_ref, p=2, dim=1) @ F.normalize(f_tar, p=2, dim=1).t()

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import GalleryDataset, TripletDataset
 from fashionrec.data.fashioniq import CategorySplit, Triplet
+from fashionrec.data.features import CachedFeatures
 from fashionrec.errors import UserError
 from fashionrec.eval.metrics import recall_at_k, target_ranks
 from fashionrec.model.factory import FashionModel
@@ -85,35 +86,37 @@ def gather_shards(local: torch.Tensor, total: int, settings: EvalSettings) -> to
 
 
 @torch.no_grad()
-def encode_gallery(model: FashionModel, ids: Sequence[str], cache: ImageCache, settings: EvalSettings) -> torch.Tensor:
+def encode_gallery(
+    model: FashionModel,
+    ids: Sequence[str],
+    cache: ImageCache,
+    settings: EvalSettings,
+    features: CachedFeatures | None = None,
+) -> torch.Tensor:
     out = []
-    for batch in loader(GalleryDataset(shard(ids, settings), cache), settings):
+    for batch in loader(GalleryDataset(shard(ids, settings), cache, features), settings):
         b = to_device(batch, settings.device)
         with autocast(settings):
-            out.append(model.encode_target(b["image"], b["crop"], b["landmarks"], b["landmark_mask"]).float().cpu())
+            out.append(model.target_batch(b).float().cpu())
     local = torch.cat(out) if out else torch.empty(0, model.config.d_model)
     return gather_shards(local, len(ids), settings)
 
 
 @torch.no_grad()
 def encode_queries(
-    model: FashionModel, triplets: Sequence[Triplet], cache: ImageCache, settings: EvalSettings
+    model: FashionModel,
+    triplets: Sequence[Triplet],
+    cache: ImageCache,
+    settings: EvalSettings,
+    features: CachedFeatures | None = None,
 ) -> torch.Tensor:
     out = []
     mine = shard(triplets, settings)
-    dataset = TripletDataset(mine, cache, model.tokenizer, train=False, seed=settings.seed)
+    dataset = TripletDataset(mine, cache, model.tokenizer, train=False, seed=settings.seed, features=features)
     for batch in loader(dataset, settings):
         b = to_device(batch, settings.device)
         with autocast(settings):
-            f = model.encode_reference(
-                b["ref_image"],
-                b["ref_crop"],
-                b["ref_landmarks"],
-                b["ref_landmark_mask"],
-                b["input_ids"],
-                b["attention_mask"],
-            )
-        out.append(f.float().cpu())
+            out.append(model.reference_batch(b).float().cpu())
     local = torch.cat(out) if out else torch.empty(0, model.config.d_model)
     return gather_shards(local, len(triplets), settings)
 
@@ -168,10 +171,15 @@ def with_average(per_category: dict[str, dict[str, float]]) -> dict[str, dict[st
 
 
 def evaluate(
-    model: FashionModel, splits: dict[str, CategorySplit], cache: ImageCache, settings: EvalSettings
+    model: FashionModel,
+    splits: dict[str, CategorySplit],
+    cache: ImageCache,
+    settings: EvalSettings,
+    features: CachedFeatures | None = None,
 ) -> dict[str, Any]:
     """Per-category and average Recall@10/50 (fractions in [0, 1]), each category's `missing_targets`, and
-    under "protocol" the name of the protocol that produced them."""
+    under "protocol" the name of the protocol that produced them. `features`: the vectors of the model's
+    frozen parts, read instead of running them (training's validation)."""
     for split in splits.values():
         check_gallery(split)
     was_training = model.training
@@ -180,8 +188,8 @@ def evaluate(
     try:
         for name, split in splits.items():
             queries = select_queries(split, settings)
-            gallery = encode_gallery(model, split.gallery, cache, settings)
-            query_emb = encode_queries(model, queries, cache, settings)
+            gallery = encode_gallery(model, split.gallery, cache, settings, features)
+            query_emb = encode_queries(model, queries, cache, settings, features)
             results[name] = score_category(split.gallery, gallery, queries, query_emb, settings.exclude_reference)
     finally:
         model.train(was_training)

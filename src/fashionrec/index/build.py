@@ -6,7 +6,7 @@ for every store; the store applies it as one change (`CatalogStore.apply`)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,14 @@ class BuildReport:
     backend: dict[str, Any]
     categories: dict[str, int] = field(default_factory=dict)  # items per category
     notes: tuple[str, ...] = ()  # damage found and repaired, one line each
+    imported: int = 0  # items whose vectors came with them (`fashionrec index --from-mongo-export`)
 
     def summary(self) -> str:
         extra = "".join(f", {k} {v}" for k, v in self.backend.items() if k not in SUMMARY_HIDDEN)
         counts = ", ".join(f"{name} {n}" for name, n in self.categories.items())
+        imported = f"{self.imported} imported, " if self.imported else ""
         return (
-            f"{self.items} items ({self.encoded} encoded, {self.reused} unchanged, "
+            f"{self.items} items ({imported}{self.encoded} encoded, {self.reused} unchanged, "
             f"{self.removed} removed); backend {self.backend['kind']}{extra}; categories: {counts}"
         )
 
@@ -62,8 +64,8 @@ class _Plan:
     folder_items: list[Item]  # every image under the folder, in id order
     encode: dict[str, Path]  # folder items whose vectors are computed again
     staged: set[str]  # folder items whose vectors a killed build staged: not encoded again
-    uploads: list[Item]  # items added one by one (kept by the catalog), with this build's labels
-    encode_uploads: bool
+    kept: list[Item]  # items the catalog keeps itself (see `kept_items`), with this build's labels
+    reset: bool  # no stored vector is kept: every item is encoded
     removals: list[str]
 
 
@@ -113,30 +115,59 @@ def build_index(
         paths = scan_images(images, skip=local_folder(out))
         if not paths:
             raise UserError(f"no images (.jpg, .jpeg, .png, .webp) under {images}")
-        notes: list[str] = []
-        try:
-            state = store.state()
-        except CatalogDamaged as e:
-            state = None
-            notes.append(f"{e.problem}: the catalog is built again from the images")
-        notes += state.notes if state is not None else ()
+        state, notes = read_state(store, "the images")
         if encoder is None:
-            from fashionrec.index.model_encoder import ModelEncoder
-
-            encoder = ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, text_model, **preprocess)
+            encoder = load_encoder(checkpoint, cache_dir, device, text_model, preprocess)
         if state is not None and not rebuild:
             check_same_model(state.model, encoder, store.location)
         staged = store.staged(encoder.fingerprint, encoder.preprocess["key"])
-        plan = _plan(paths, images, state, rebuild, categories or {}, products or {}, staged)
+        plan = _plan(paths, images, state, rebuild, categories or {}, products or {}, out, staged)
         changes = _changes(plan, state, store, encoder, batch_size, Path(checkpoint), images)
         entry = store.apply(changes)
     finally:
         store.close()
-    items = plan.folder_items + plan.uploads
-    encoded = sum(change.vector is not None for change in changes.upserts)
+    return report(plan.folder_items + plan.kept, changes, len(plan.removals), entry, notes)
+
+
+def read_state(store: CatalogStore, source: str) -> tuple[CatalogState | None, list[str]]:
+    """What the catalog holds (None: nothing, or nothing readable), and the damage found, one line each
+    (`source`: what the catalog is built again from, for them)."""
+    try:
+        state = store.state()
+    except CatalogDamaged as e:
+        return None, [f"{e.problem}: the catalog is built again from {source}"]
+    return state, list(state.notes) if state is not None else []
+
+
+def load_encoder(
+    checkpoint: Path, cache_dir: Path, device: str, text_model: str | None, preprocess: Mapping[str, Any]
+) -> Encoder:
+    """The checkpoint's target block with the preprocessing it records, unless `preprocess` overrides it."""
+    from fashionrec.index.model_encoder import ModelEncoder
+
+    return ModelEncoder.load(Path(checkpoint), Path(cache_dir), device, text_model, **preprocess)
+
+
+def report(
+    items: Sequence[Item],
+    changes: ChangeSet,
+    removed: int,
+    entry: dict[str, Any],
+    notes: Sequence[str],
+    imported: int = 0,
+) -> BuildReport:
+    """The summary of an applied change whose new item table is `items`."""
+    encoded = sum(change.vector is not None for change in changes.upserts) - imported
     counts = Counter(name for item in items for name in item.categories)
     return BuildReport(
-        len(items), encoded, len(items) - encoded, len(plan.removals), entry, dict(sorted(counts.items())), tuple(notes)
+        len(items),
+        encoded,
+        len(items) - encoded - imported,
+        removed,
+        entry,
+        dict(sorted(counts.items())),
+        tuple(notes),
+        imported,
     )
 
 
@@ -147,6 +178,7 @@ def _plan(
     rebuild: bool,
     given: Mapping[str, tuple[str, ...]],
     products: Mapping[str, Product],
+    out: str | Path,
     staged: frozenset[str] = frozenset(),
 ) -> _Plan:
     """The new item table, and what must be encoded: content the catalog has no vector for (not even one a
@@ -154,13 +186,15 @@ def _plan(
 
     Size and mtime vouch for a file only under the same root and path; otherwise, or when they differ,
     the content hash decides, so a touched, renamed or moved-back file is not encoded again. A rebuild forgets
-    what earlier builds recorded about folder items; items added one by one keep theirs."""
+    what earlier builds recorded about folder items; items added one by one keep theirs. A file replaces an
+    item imported without an image (it gains its picture), never one added one by one."""
     previous = {} if state is None else {item.id: item for item in state.items}
     recorded = {} if rebuild else previous
     labels = category_sources.assign(paths, given, {i: item.categories for i, item in recorded.items()})
     same_root = state is not None and state.images_root == str(images.resolve())
     reuse = state is not None and state.vectors_reusable and not rebuild
-    stored = {item.sha256 for item in previous.values()} if reuse else set()  # contents with a vector
+    # Image contents with a vector in the catalog (a vector item's "" is no image content).
+    stored = {item.sha256 for item in previous.values() if item.has_image} if reuse else set()
     folder_items, encode, from_stage = [], {}, set()
     for item_id, path in paths.items():
         before = previous.get(item_id)
@@ -182,13 +216,51 @@ def _plan(
             from_stage.add(item_id)
         else:
             encode[item_id] = path
-    uploads = [
+    kept = kept_items(previous, ("upload", "vector"), paths, given, products, not reuse, out)
+    removals = [i for i, item in previous.items() if item.source == "folder" and i not in paths]
+    return _Plan(folder_items, encode, from_stage, kept, not reuse, removals)
+
+
+def kept_items(
+    previous: Mapping[str, Item],
+    sources: Collection[str],
+    replaced: Collection[str],
+    given: Mapping[str, tuple[str, ...]],
+    products: Mapping[str, Product],
+    reset: bool,
+    out: str | Path,
+) -> list[Item]:
+    """Items of `sources` the catalog keeps through a build (those added one by one, whose image it keeps,
+    and those imported without an image), with this build's categories and product details; a "vector"
+    item whose id is in `replaced` is left out. When the build encodes every item (`reset`), an item
+    without an image cannot be encoded: a UserError, before anything is encoded."""
+    kept = [
         replace(item, categories=given.get(item.id, item.categories), product=products.get(item.id, item.product))
         for item in previous.values()
-        if item.source == "upload"
+        if item.source in sources and (item.source == "upload" or item.id not in replaced)
     ]
-    removals = [i for i, item in previous.items() if item.source == "folder" and i not in paths]
-    return _Plan(folder_items, encode, from_stage, uploads, not reuse, removals)
+    imageless = [item.id for item in kept if not item.has_image]
+    if reset and imageless:
+        raise UserError(
+            f"the catalog at {out} holds {len(imageless)} items imported without images (e.g. {imageless[0]!r}), "
+            "and this build encodes every item again (--rebuild, or stored vectors that failed their check): "
+            "import them again with `fashionrec index --from-mongo-export FILE --images FOLDER`, or build into "
+            "another index"
+        )
+    return kept
+
+
+def kept_changes(
+    kept: Sequence[Item], previous: Mapping[str, Item], store: CatalogStore, encoder: Encoder, reset: bool
+) -> list[Upsert]:
+    """The upserts of the kept items: when `reset`, each with a new vector encoded from the image the catalog
+    keeps; otherwise only those whose labels changed, keeping their vectors."""
+    if not reset:
+        return [Upsert(item) for item in kept if previous.get(item.id) != item]
+    if not kept:
+        return []
+    vectors = encoder.encode_images([decode_image(store.image(item)) for item in kept])
+    return [Upsert(item, vector) for item, vector in zip(kept, vectors, strict=True)]
 
 
 def _changes(
@@ -200,46 +272,34 @@ def _changes(
     checkpoint: Path,
     images: Path,
 ) -> ChangeSet:
-    """The plan as one change: new vectors where encoded, field changes where only labels changed."""
-    root = str(images.resolve())
-    vectors = _encode_and_stage(plan, store, encoder, batch_size, lambda d: _model(encoder, checkpoint, d), root)
-    if plan.encode_uploads and plan.uploads:
-        pictures = [decode_image(store.image(item)) for item in plan.uploads]
-        vectors.update(zip([item.id for item in plan.uploads], encoder.encode_images(pictures), strict=True))
+    """The plan as one change: new vectors where encoded (or staged), field changes where only labels changed."""
+    model, root = model_info(encoder, checkpoint), str(images.resolve())
+    vectors = _encode_and_stage(plan, store, encoder, batch_size, model, root)
     previous = {} if state is None else {item.id: item for item in state.items}
     upserts = [
         Upsert(item, vectors.get(item.id))
-        for item in plan.folder_items + plan.uploads
+        for item in plan.folder_items
         if item.id in vectors or item.id in plan.staged or previous.get(item.id) != item
     ]
-    # With nothing encoded, an empty batch still says the model's dimension.
-    dim = next(iter(vectors.values())).shape[0] if vectors else encoder.encode_catalog({}, batch_size).shape[1]
-    reset = plan.encode_uploads  # no stored vector is kept: every item is encoded (or was staged)
-    removals = [] if reset else plan.removals
-    model = _model(encoder, checkpoint, int(dim))
-    return ChangeSet(upserts, removals, model=model, images_root=root, reset=reset)
-
-
-def _model(encoder: Encoder, checkpoint: Path, dim: int) -> ModelInfo:
-    return ModelInfo(encoder.fingerprint, str(checkpoint.resolve()), encoder.preprocess, dim)
+    upserts += kept_changes(plan.kept, previous, store, encoder, plan.reset)
+    removals = [] if plan.reset else plan.removals
+    return ChangeSet(upserts, removals, model=model, images_root=root, reset=plan.reset)
 
 
 def _encode_and_stage(
-    plan: _Plan,
-    store: CatalogStore,
-    encoder: Encoder,
-    batch_size: int,
-    model: Callable[[int], ModelInfo],
-    root: str,
+    plan: _Plan, store: CatalogStore, encoder: Encoder, batch_size: int, model: ModelInfo, root: str
 ) -> dict[str, np.ndarray]:
     """The vectors of `plan.encode`, STAGE_SIZE images at a time, each batch handed to the store to stage."""
     items = {item.id: item for item in plan.folder_items}
     ids, vectors = list(plan.encode), {}
     for start in range(0, len(ids), STAGE_SIZE):
         chunk = ids[start : start + STAGE_SIZE]
-        encoded = encoder.encode_catalog({i: plan.encode[i] for i in chunk}, batch_size)
-        batch = dict(zip(chunk, encoded, strict=True))
-        upserts = [Upsert(items[i], vector) for i, vector in batch.items()]
-        store.stage(ChangeSet(upserts, model=model(encoded.shape[1]), images_root=root))
+        batch = dict(zip(chunk, encoder.encode_catalog({i: plan.encode[i] for i in chunk}, batch_size), strict=True))
+        store.stage(ChangeSet([Upsert(items[i], v) for i, v in batch.items()], model=model, images_root=root))
         vectors.update(batch)
     return vectors
+
+
+def model_info(encoder: Encoder, checkpoint: Path) -> ModelInfo:
+    """What a catalog records of the model its vectors come from."""
+    return ModelInfo(encoder.fingerprint, str(Path(checkpoint).resolve()), encoder.preprocess, encoder.dim)

@@ -23,6 +23,7 @@ def same_model(encoder: Fingerprinted, built: str) -> bool:
 class Encoder(Protocol):
     fingerprint: str  # identifies the weights: an index refuses queries from any other model
     preprocess: dict[str, Any]  # {"key": ..., "config": {...}}, recorded in the index
+    dim: int  # the length of its vectors: imported vectors must have it
 
     def encode_catalog(self, paths: Mapping[str, Path], batch_size: int) -> np.ndarray:
         """Target-block vectors [N, d] (L2-normalised), in the order of `paths`. An unreadable file is a

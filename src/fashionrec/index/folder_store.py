@@ -44,6 +44,7 @@ from fashionrec.index.store import (
     StoreUnavailable,
     UnknownItem,
     duplicate_item,
+    no_image,
     unknown_item,
 )
 
@@ -132,6 +133,8 @@ class FolderStore:
 
     def image(self, item: Item) -> bytes:
         path = self.image_path(item)
+        if path is None:
+            raise UnknownItem(no_image(item))
         if item.source == "upload":
             return read_verified(path, item.sha256)
         try:
@@ -139,9 +142,11 @@ class FolderStore:
         except OSError:
             raise UnknownItem(f"the image of item {item.id!r} is no longer on disk") from None
 
-    def image_path(self, item: Item) -> Path:
+    def image_path(self, item: Item) -> Path | None:
         """Under the images root (or `images/`) only: a record from elsewhere (a shared Qdrant collection)
-        never names another file."""
+        never names another file. None for an item without an image."""
+        if not item.has_image:
+            return None
         relative = PurePosixPath(item.path)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise UnknownItem(f"the image of item {item.id!r} is not under the catalog's images")
@@ -312,7 +317,7 @@ class FolderStore:
 def _merge(base: Manifest | None, changes: ChangeSet) -> tuple[list[Item], dict[str, np.ndarray], dict[str, bytes]]:
     """(the new item table in id order, new vectors by id, upload bytes by file name)."""
     table = {} if base is None or changes.reset else {item.id: item for item in base.items}
-    contents = {item.sha256 for item in table.values()}
+    contents = {item.sha256 for item in table.values() if item.has_image}
     for item_id in changes.removals:
         if table.pop(item_id, None) is None:
             raise unknown_item(item_id)
@@ -337,7 +342,7 @@ def _stored_rows(base: Manifest, items: list[Item]) -> list[int]:
     """The stored vectors upserts without one keep: each item's own, or (new image content) that of an
     item with the same image."""
     by_id = {stored.id: row for row, stored in enumerate(base.items)}
-    by_content = {stored.sha256: row for row, stored in enumerate(base.items)}
+    by_content = {stored.sha256: row for row, stored in enumerate(base.items) if stored.has_image}
     rows = []
     for item in items:
         row = by_id.get(item.id)

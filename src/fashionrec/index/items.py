@@ -23,7 +23,8 @@ RESERVED_FIELDS = ("id", "category")
 # Digits with an optional decimal point: exact, as the shop wrote it ("19.90" stays "19.90").
 _PRICE = re.compile(r"\d{1,12}(\.\d{1,6})?")
 
-SOURCES = ("folder", "upload")  # a file under the images root, or bytes the catalog keeps itself
+# A file under the images root, bytes the catalog keeps itself, or a vector alone (imported without its image).
+SOURCES = ("folder", "upload", "vector")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,10 @@ class Product:
 class Item:
     """One catalog image; size/mtime_ns spot unchanged files cheaply, sha256 settles the rest.
 
-    `path` is relative to the catalog's images root for a "folder" item, and the name the catalog keeps an
-    "upload" item's bytes under (`<sha256>.<ext>`) otherwise; its extension gives the media type."""
+    `path` is relative to the catalog's images root for a "folder" item, the name the catalog keeps an
+    "upload" item's bytes under (`<sha256>.<ext>`) for an upload, and the name a "vector" item was imported
+    under (`fashionrec index --from-mongo-export` without `--images`: no image, size 0, sha256 ""); its
+    extension gives the media type."""
 
     id: str
     path: str
@@ -68,6 +71,11 @@ class Item:
     categories: tuple[str, ...] = (UNKNOWN,)  # indexes built before categories existed load as unknown
     product: Product = Product()
     source: str = "folder"
+
+    @property
+    def has_image(self) -> bool:
+        """False for an item known by its vector alone: it is a result, never a reference or a picture."""
+        return self.source != "vector"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""The real `Encoder`: a FashionVLP checkpoint plus the preprocessing and cache it was trained with."""
+"""The real `Encoder`: a model (any family) plus the preprocessing and cache it was trained with."""
 
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ def fingerprint(model: FashionModel, with_preprocess: bool = False) -> str:
 
 
 class ModelEncoder:
-    """A loaded FashionVLP as an `Encoder`: catalog images through the training cache, queries through the
-    same `Preprocessor` one at a time. Under `--landmarks original` a catalog image carries its own
-    whole-image points and a query the points of its crop, as the original system's extractor and
-    inference did (`fashionrec.data.landmarks_original`)."""
+    """A loaded model as an `Encoder`: catalog images through the training cache, queries through the same
+    `Preprocessor` one at a time. Under `--landmarks original` a catalog image carries its own whole-image
+    points and a query the points of its crop, as the original system's extractor and inference did
+    (`fashionrec.data.landmarks_original`)."""
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class ModelEncoder:
         self.config = preprocess
         self.cache_dir = cache_dir
         self.fingerprint = fingerprint(model)
+        self.dim = model.config.d_model
         self.preprocess = {"key": preprocess.key(), "config": preprocess.to_dict()}
         self._preprocessor: Preprocessor | None = None
         self._init_lock = threading.Lock()
@@ -88,9 +89,7 @@ class ModelEncoder:
     ) -> ModelEncoder:
         """For indexing: the checkpoint's own preprocessing unless `overrides` (crop=...) say otherwise."""
         model = load_model(checkpoint, text_model)
-        settings = {**model.config.preprocess, **{k: v for k, v in overrides.items() if v is not None}}
-        config = PreprocessConfig(image_size=model.config.image_size, **settings)
-        return cls(model, config, cache_dir, device)
+        return cls(model, model.config.preprocess_config(**overrides), cache_dir, device)
 
     @classmethod
     def for_catalog(
@@ -108,11 +107,11 @@ class ModelEncoder:
         if self.cache_dir is None:
             raise ValueError("encoding a catalog needs a cache_dir")
         if not paths:
-            return np.empty((0, self.model.config.d_model), np.float32)
+            return np.empty((0, self.dim), np.float32)
         cache = ImageCache(self.cache_dir, self.config)
         cache.build(paths)
         ids = list(paths)
-        out = np.empty((len(ids), self.model.config.d_model), np.float32)
+        out = np.empty((len(ids), self.dim), np.float32)
         with tqdm(total=len(ids), desc="encoding catalog", unit="img", file=sys.stderr) as bar:
             for start in range(0, len(ids), batch_size):
                 batch = [cache.get(i) for i in ids[start : start + batch_size]]

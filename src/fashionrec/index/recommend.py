@@ -17,10 +17,17 @@ from fashionrec.errors import UserError
 from fashionrec.index.batcher import MicroBatcher
 from fashionrec.index.edit import CatalogEditor
 from fashionrec.index.encoder import Encoder
-from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits, decode_image
+from fashionrec.index.images import CATALOG_FORMATS, DEFAULT_LIMITS, FORMATS, ImageLimits, decoded
 from fashionrec.index.items import Item, Product
 from fashionrec.index.registry import open_catalog
-from fashionrec.index.store import CatalogStore, StoreOptions, check_category, check_encoder, check_scores
+from fashionrec.index.store import (
+    CatalogStore,
+    StoreOptions,
+    check_category,
+    check_encoder,
+    check_scores,
+    no_image,
+)
 from fashionrec.options import DEFAULT_DEVICE, MAX_K, MAX_TEXT_CHARS, check_feedback_text, check_k
 
 
@@ -116,12 +123,17 @@ class Recommender:
         catalog = self._fresh()
         if category is not None:
             check_category(catalog.categories(), category)
-        limits = self.limits
+        limits, formats = self.limits, FORMATS
         if item_id is not None:
-            image = catalog.image(catalog.item(item_id))
-            limits = replace(limits, max_bytes=len(image))  # the catalog's own image, not an upload
-        picture = decode_image(image, limits)
-        query = self._batcher(self.encoder.prepare_query(picture, text))
+            item = catalog.item(item_id)
+            if not item.has_image:
+                raise UserError(f"{no_image(item)}; it cannot be a reference: upload a photo instead")
+            image = catalog.image(item)
+            # The catalog's own image, not an upload: any size, and what the original system's extractor took.
+            limits, formats = replace(limits, max_bytes=len(image)), CATALOG_FORMATS
+        with decoded(image, limits, formats) as picture:  # its pixels count in the decode budget until preprocessed
+            prepared = self.encoder.prepare_query(picture, text)
+        query = self._batcher(prepared)
         exclude = set(catalog.ids_with_content(hashlib.sha256(image).hexdigest()))
         if item_id is not None:
             exclude.add(item_id)

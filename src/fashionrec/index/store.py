@@ -88,8 +88,8 @@ class Upsert:
     """Add or replace one item. `vector` None keeps the stored vector (a change of fields only), or takes
     the one a build staged for the item's image content (`CatalogStore.staged`). `image`: the picture's
     bytes (an upload: the catalog keeps them, `item.path` is `<sha256>.<ext>`); None keeps what the catalog
-    has, or reads the file under the images root. `must_exist`: True for an update (UnknownItem when
-    absent), False for an add (DuplicateItem when present), None for builds."""
+    has, or reads the file under the images root; a "vector" item has no image at all. `must_exist`: True
+    for an update (UnknownItem when absent), False for an add (DuplicateItem when present), None for builds."""
 
     item: Item
     vector: np.ndarray | None = None
@@ -156,10 +156,12 @@ class CatalogStore(Protocol):
         """Items whose image has exactly these bytes (how an uploaded catalog image is recognised)."""
 
     def image(self, item: Item) -> bytes:
-        """The item's image bytes; UnknownItem when they are gone, CatalogDamaged when they fail their check."""
+        """The item's image bytes; UnknownItem when they are gone or it has none (`not item.has_image`: see
+        `no_image`), CatalogDamaged when they fail their check."""
 
     def image_path(self, item: Item) -> Path | None:
-        """The file holding the item's image, when it is a file (for people: `recommend --json`)."""
+        """The file holding the item's image, when it is a file (for people: `recommend --json`); None for an
+        item without an image."""
 
     def search(
         self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
@@ -189,6 +191,14 @@ class CatalogStore(Protocol):
         store after it (`{"kind": ..., ...}`) for the build summary."""
 
     def close(self) -> None: ...
+
+
+def no_image(item: Item) -> str:
+    """What every store says of the image of an item known by its vector alone."""
+    return (
+        f"item {item.id!r} has no image in this catalog (its vector was imported without one; "
+        "`fashionrec index --from-mongo-export FILE --images FOLDER` finds the images by name)"
+    )
 
 
 def check_encoder(model: ModelInfo, encoder: Encoder, location: str) -> None:

@@ -1,4 +1,4 @@
-"""FashionVLP model library: no training code imported here.
+"""Model library (every family, see `registry`): no training code imported here.
 
 Names load on first use, so that light users (the CLI's argument parsing, the data layer) do not pay for
 importing transformers."""
@@ -7,18 +7,20 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "NUM_LANDMARKS": "config",
     "ModelConfig": "config",
     "preset_config": "config",
+    "ModelFamily": "registry",
+    "register": "registry",
     "convert_original": "original_format",
     "export_original": "original_format",
     "is_original_checkpoint": "original_format",
     "FashionVLP": "fashionvlp",
     "FashionModel": "factory",
     "OriginalFashionVLP": "original",
+    "RetrievalModel": "base",
     "build_model": "factory",
     "TextTokenizer": "tokenizer",
-    "create_model": "pretrained",
+    "create_model": "factory",
     "from_pretrained": "hub",
     "load_model": "hub",
     "save_pretrained": "hub",

@@ -4,8 +4,8 @@ with a digest of its content) and read back (safely, verified, version-checked, 
 On disk a checkpoint is one `torch.save` dict. The original system's keys (`epoch`, `model_state_dict`,
 `optimizer_state_dict`, `scheduler_state_dict`, `loss`, `recall_at_10`, `train_losses`, `val_recalls`)
 come first, so its users' tools keep reading ours; the rest is what an exact resume needs. Versions:
-- none: fashionrec files saved without settings, and the original public system's files, which `read`
-  converts to this layout for the `original` preset (`model.original_format`);
+- none: fashionrec files saved without settings, and foreign files a model family converts on reading
+  (the original public system's, for the `original` preset: `model.original_format`);
 - 1: fashionrec's first layout (preprocessing stored in both `train_config` and `model_config`);
 - 2: preprocessing stored once, in `model_config["preprocess"]`; `content_digest`; `threads`.
 
@@ -30,13 +30,14 @@ import torch
 from fashionrec.atomic import atomic_write
 from fashionrec.errors import UserError
 from fashionrec.model.config import ModelConfig
-from fashionrec.model.factory import FashionModel, build_model
-from fashionrec.model.original_format import convert_original, is_original_checkpoint, strip_wrappers
-from fashionrec.model.tokenizer import TextTokenizer
+from fashionrec.model.factory import FashionModel, rebuild_model
+from fashionrec.model.registry import families
 
 FORMAT_VERSION = 2
 DIGEST_KEY = "content_digest"
-PREPROCESS_KEYS = ("crop", "landmarks", "yolo_weights")
+# The training settings that are preprocessing: stored in the model config, not in the train config.
+PREPROCESS_KEYS = ("crop", "landmarks", "yolo_weights", "resize")
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
 @dataclass
@@ -59,6 +60,13 @@ class Progress:
 
 
 # ---- state dicts -------------------------------------------------------------------------------------
+def strip_wrappers(key: str) -> str:
+    """`_orig_mod.module.x` -> `x`: the prefixes torch.compile and (Distributed)DataParallel add."""
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop torch.compile's `_orig_mod.` and DDP's `module.` prefixes so state dicts are portable."""
     return {strip_wrappers(key): value for key, value in state.items()}
@@ -222,6 +230,10 @@ class Checkpoint:
         return bool((self.data.get("original") or {}).get("constant_lr"))
 
     @property
+    def tokenizer_json(self) -> str | None:
+        return self.data.get("tokenizer")
+
+    @property
     def epoch(self) -> int:
         return int(self.data["epoch"])
 
@@ -308,10 +320,9 @@ class Checkpoint:
 
     def build_model(self) -> FashionModel:
         """The model this checkpoint holds, rebuilt from its own config and tokenizer (weights checked)."""
-        config = self.model_config
-        if config is None or "tokenizer" not in self.data:
+        if self.data.get("model_config") is None or "tokenizer" not in self.data:
             raise UserError(f"{self.path} has no model config (saved without settings): pass --preset")
-        model = build_model(config, TextTokenizer.from_json(self.data["tokenizer"], config.max_text_len))
+        model = rebuild_model(self.data["model_config"], self.data["tokenizer"])
         state = self.model_state
         check_finite(state, str(self.path))
         load_state_strict(model, state, str(self.path))
@@ -364,8 +375,9 @@ def first_sentence(text: str) -> str:
 
 
 def read(path: str | Path, note: Callable[[str], None] = _note, text_model: str | None = None) -> Checkpoint:
-    """Load a checkpoint safely (`weights_only`: no code runs), check its version and digest, and convert the
-    original public system's files (`text_model`: where bert-base-uncased's vocabulary is, for those).
+    """Load a checkpoint safely (`weights_only`: no code runs), check its version and digest, and convert
+    foreign files a model family reads, such as the original public system's (`text_model`: where
+    bert-base-uncased's vocabulary is, for those).
     Every problem is one `UserError` line naming the file."""
     path = Path(path)
     if not path.is_file():
@@ -374,9 +386,11 @@ def read(path: str | Path, note: Callable[[str], None] = _note, text_model: str 
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file; none of them is the user's bug
         raise UserError(unreadable(path, e)) from None
-    if is_original_checkpoint(data):
-        note(f"{path.name} is a checkpoint of the original system: read as --preset original")
-        return Checkpoint(path, convert_original(data, str(path), text_model))
+    for family in families():
+        if family.reads(data):
+            presets = " or ".join(f"--preset {p}" for p in family.presets)
+            note(f"{path.name} is a checkpoint of {family.foreign}: read as {presets}")
+            return Checkpoint(path, family.convert(data, str(path), text_model))
     if not isinstance(data, dict) or "model_state_dict" not in data:
         raise UserError(f"Not a fashionrec checkpoint (no model_state_dict): {path}")
     version = data.get("format_version", 0)

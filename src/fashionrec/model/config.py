@@ -1,5 +1,7 @@
-"""Model configuration and presets. The config travels inside every checkpoint, so a model can be rebuilt
-from the checkpoint alone."""
+"""Model configuration. The config travels inside every checkpoint and model directory, so a model can be
+rebuilt from it alone. `ModelConfig` holds what every family has; each family's config class (its module in
+`fashionrec.model.families`) adds its own fields, and `from_dict` gives a saved config back as that class,
+every field included."""
 
 from __future__ import annotations
 
@@ -7,97 +9,56 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from fashionrec.data.preprocess_config import PreprocessConfig
 from fashionrec.errors import UserError
 
-NUM_LANDMARKS = 14
 
-# BERT architecture fields kept in the config; weights never travel here, only in state dicts.
-BERT_BASE = {
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "vocab_size": 30522,
-}
-BERT_TINY = {
-    "hidden_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 256,
-    "max_position_embeddings": 128,
-    "type_vocab_size": 2,
-    "vocab_size": 1000,
-}
-
-
-@dataclass
+@dataclass(kw_only=True)
 class ModelConfig:
-    """Architecture of one FashionVLP model. `text` holds BERT config fields (no weights)."""
+    """`preset` names the model's family (see `fashionrec.model.registry`). `preprocess` holds the image
+    preprocessing the model was made for (crop and landmark backends, resize rule, pixel mean and std; the
+    input size is `image_size`): every place that feeds the model builds its input from it."""
 
     preset: str
-    backbone: str  # "tiny_cnn" | "resnet50"
     image_size: int
-    text: dict[str, Any] = field(default_factory=dict)
-    max_text_len: int = 32
-    num_landmarks: int = NUM_LANDMARKS
     temperature: float = 0.07
-    dropout: float = 0.1
-    # The image preprocessing the model was trained with (crop / landmark backends): serving must match it.
-    preprocess: dict[str, Any] = field(
-        default_factory=lambda: {"crop": "foreground", "landmarks": "none", "yolo_weights": None}
-    )
-    # Where pretrained weights came from (information only: rebuilding needs the state dict, not these).
-    text_model: str | None = None
-    backbone_weights: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=lambda: PreprocessConfig().model_settings())
 
     @property
     def d_model(self) -> int:
-        """The fused sequence lives in BERT's hidden size, so d_model is the text model's hidden size."""
-        return int(self.text["hidden_size"])
+        """The width of the embeddings the model returns."""
+        raise NotImplementedError
+
+    def preprocess_config(self, **overrides: Any) -> PreprocessConfig:
+        """This model's preprocessing (settings it does not record take their defaults), with `overrides`
+        (None values ignored)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return PreprocessConfig(image_size=self.image_size, **{**self.preprocess, **given})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The config of `d`'s preset's family, every field it saved included; a field that family does not
+        know means the file was written by another version or family, and is refused."""
+        from fashionrec.model.registry import family_of
 
-
-PRESETS = ("tiny", "paper", "original")
-# The original system padded bert-base-uncased ids to 100 tokens; its checkpoints were trained on that length.
-ORIGINAL_TEXT_LEN = 100
+        if "preset" not in d:
+            raise UserError("the model config names no preset")
+        config_class = family_of(d["preset"]).config_class
+        known = {f.name for f in dataclasses.fields(config_class)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(
+                f"the {d['preset']} model config has settings this fashionrec does not know: {', '.join(unknown)} "
+                "(written by a newer version?)"
+            )
+        return config_class(**d)
 
 
 def preset_config(name: str) -> ModelConfig:
-    """`tiny`: small CNN + 2-layer BERT, random init, trains on a CPU in seconds.
-    `paper`: ResNet-50 + bert-base-uncased at 224 px, d_model 768, as in the FashionVLP paper.
-    `original`: the original public system's architecture and forward, parameter for parameter, so its
-    checkpoints load (see docs/original.md)."""
-    if name == "tiny":
-        return ModelConfig(preset="tiny", backbone="tiny_cnn", image_size=64, text=dict(BERT_TINY), max_text_len=32)
-    if name == "paper":
-        return ModelConfig(
-            preset="paper",
-            backbone="resnet50",
-            image_size=224,
-            text=dict(BERT_BASE),
-            max_text_len=40,
-            text_model="bert-base-uncased",
-            # FashionVLP's landmark tokens need landmarks: MediaPipe body pose stands in for garment landmarks.
-            preprocess={"crop": "foreground", "landmarks": "mediapipe", "yolo_weights": None},
-        )
-    if name == "original":
-        return ModelConfig(
-            preset="original",
-            backbone="resnet50",
-            image_size=224,
-            text=dict(BERT_BASE),
-            max_text_len=ORIGINAL_TEXT_LEN,
-            text_model="bert-base-uncased",
-            # Its own landmark detector and conventions; its YOLO crop needs the user's weights (--crop yolo).
-            preprocess={"crop": "foreground", "landmarks": "original", "yolo_weights": None},
-        )
-    raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    """A fresh config of preset `name` (see `fashionrec.model.registry`)."""
+    from fashionrec.model.registry import preset_config as registered
+
+    return registered(name)

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from fashionrec.data.preprocess_config import IMAGENET_MEAN, IMAGENET_STD
 from fashionrec.model.backbone import build_backbone
-from fashionrec.model.config import ModelConfig
-from fashionrec.model.loss import contrastive_loss
+from fashionrec.model.base import RetrievalModel, normalise_pixels
+from fashionrec.model.families.fashionvlp import FashionVLPConfig
 from fashionrec.model.tokenizer import TextTokenizer
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FashionVLP", "normalise_pixels", "sample_landmarks"]
 
 
 def sample_landmarks(feature_map: torch.Tensor, landmarks: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
@@ -26,15 +26,7 @@ def sample_landmarks(feature_map: torch.Tensor, landmarks: torch.Tensor, padding
     return sampled.squeeze(-1).transpose(1, 2)  # [B, C, P, 1] -> [B, P, C]
 
 
-def normalise_pixels(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] (or float [0, 1]) images to ImageNet-normalised floats, as torchvision's ToTensor +
-    Normalize would give."""
-    if pixels.dtype == torch.uint8:
-        pixels = pixels.float().div_(255)
-    return (pixels - mean) / std
-
-
-def bert_config(config: ModelConfig) -> BertConfig:
+def bert_config(config: FashionVLPConfig) -> BertConfig:
     return BertConfig(**config.text, hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
 
 
@@ -72,7 +64,7 @@ class LandmarkAttention(nn.Module):
 class ReferenceBlock(nn.Module):
     """Text tokens + whole-image, crop and landmark tokens, fused by BERT; the [CLS] output is f_ref."""
 
-    def __init__(self, config: ModelConfig, channels: int):
+    def __init__(self, config: FashionVLPConfig, channels: int):
         super().__init__()
         d = config.d_model
         self.bert = BertModel(bert_config(config), add_pooling_layer=False)
@@ -115,7 +107,7 @@ class ReferenceBlock(nn.Module):
 class TargetBlock(nn.Module):
     """Positional attention on whole and crop maps, landmark attention, contextual fusion: f_tar."""
 
-    def __init__(self, config: ModelConfig, channels: int):
+    def __init__(self, config: FashionVLPConfig, channels: int):
         super().__init__()
         d = config.d_model
         self.whole_attention = PositionalAttention(channels)
@@ -138,25 +130,21 @@ class TargetBlock(nn.Module):
         return self.proj(self.fusion(fused))
 
 
-class FashionVLP(nn.Module):
-    """Images enter as uint8 [B, 3, S, S] (or float in [0, 1]); the model applies ImageNet normalisation."""
+class FashionVLP(RetrievalModel):
+    """Images enter as uint8 [B, 3, S, S] (or float in [0, 1]); the model normalises them (ImageNet mean/std)."""
 
-    def __init__(self, config: ModelConfig, tokenizer: TextTokenizer):
-        super().__init__()
-        self.config = config
-        self.tokenizer = tokenizer
+    def __init__(self, config: FashionVLPConfig, tokenizer: TextTokenizer):
+        super().__init__(config, tokenizer)
         self.backbone = build_backbone(config.backbone)
         channels = self.backbone.out_channels
         self.reference = ReferenceBlock(config, channels)
         self.target = TargetBlock(config, channels)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _features(
         self, image: torch.Tensor, crop: torch.Tensor, landmarks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One backbone pass over whole images and crops together; landmark features from the whole map."""
-        pixels = normalise_pixels(torch.cat([image, crop], dim=0), self.pixel_mean, self.pixel_std)
+        pixels = self.normalise(torch.cat([image, crop], dim=0))
         whole_map, crop_map = self.backbone(pixels).chunk(2, dim=0)
         return whole_map, crop_map, sample_landmarks(whole_map, landmarks.float())
 
@@ -178,23 +166,6 @@ class FashionVLP(nn.Module):
     ) -> torch.Tensor:
         whole_map, crop_map, marks = self._features(image, crop, landmarks)
         return F.normalize(self.target(whole_map, crop_map, marks, landmark_mask.bool()).float(), dim=-1)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        f_ref = self.encode_reference(
-            batch["ref_image"],
-            batch["ref_crop"],
-            batch["ref_landmarks"],
-            batch["ref_landmark_mask"],
-            batch["input_ids"],
-            batch["attention_mask"],
-        )
-        f_tar = self.encode_target(
-            batch["tgt_image"], batch["tgt_crop"], batch["tgt_landmarks"], batch["tgt_landmark_mask"]
-        )
-        return f_ref, f_tar
-
-    def loss(self, f_ref: torch.Tensor, f_tar: torch.Tensor, target_offset: int = 0) -> torch.Tensor:
-        return contrastive_loss(f_ref, f_tar, self.config.temperature, target_offset)
 
     def load_backbone_weights(self, state: dict[str, torch.Tensor]) -> None:
         """A torchvision `resnet50` state dict (its classifier is dropped)."""

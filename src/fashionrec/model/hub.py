@@ -4,18 +4,18 @@ or `torch.load(weights_only=True)`: no code runs on load."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from fashionrec.atomic import atomic_write_json, atomic_write_text
+from fashionrec.data.jsonfile import read_json
 from fashionrec.errors import UserError
 from fashionrec.model import checkpoint_format
 from fashionrec.model.checkpoint_format import check_finite, clean_state_dict, load_state_strict
-from fashionrec.model.config import ModelConfig
-from fashionrec.model.factory import FashionModel, build_model
-from fashionrec.model.tokenizer import TextTokenizer
+from fashionrec.model.factory import FashionModel, rebuild_model
+
+FILES = ("config.json", "tokenizer.json", "model.safetensors")
 
 
 def save_pretrained(model: FashionModel, directory: str | Path) -> None:
@@ -31,14 +31,30 @@ def save_pretrained(model: FashionModel, directory: str | Path) -> None:
     atomic_write_json(directory / "config.json", model.config.to_dict())
 
 
+def read_config(directory: Path) -> dict:
+    """A fashionrec model directory's config; any other folder (a Hugging Face model's own, say) is one line
+    saying what it is and how to make a fashionrec model of it."""
+    path = directory / "config.json"
+    config = read_json(path) if path.is_file() else None
+    if isinstance(config, dict) and "preset" in config:
+        return config
+    if isinstance(config, dict) and ("model_type" in config or "architectures" in config):
+        raise UserError(
+            f"{directory} is a Hugging Face model folder ({config.get('model_type', 'unknown type')}), not a "
+            f"fashionrec model: make one with `fashionrec init --preset clip --model {directory} OUT` and pass OUT"
+        )
+    missing = next((name for name in FILES if not (directory / name).is_file()), None)
+    why = f"{missing} is missing" if missing else "its config.json names no preset"
+    raise UserError(f"{directory} is not a fashionrec model directory: {why}")
+
+
 def from_pretrained(directory: str | Path) -> FashionModel:
     directory = Path(directory)
-    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+    config = read_config(directory)
+    for name in FILES:
         if not (directory / name).is_file():
             raise UserError(f"{directory} is not a fashionrec model directory: {name} is missing")
-    config = ModelConfig.from_dict(json.loads((directory / "config.json").read_text()))
-    tokenizer = TextTokenizer.from_json((directory / "tokenizer.json").read_text(), config.max_text_len)
-    model = build_model(config, tokenizer)
+    model = rebuild_model(config, (directory / "tokenizer.json").read_text())
     state = load_file(str(directory / "model.safetensors"))
     check_finite(state, str(directory))
     load_state_strict(model, state, str(directory))

@@ -30,15 +30,9 @@ from torch import nn
 from transformers import BertModel
 
 from fashionrec.model.backbone import RESNET_STAGES
-from fashionrec.model.config import ModelConfig
-from fashionrec.model.fashionvlp import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    bert_config,
-    normalise_pixels,
-    sample_landmarks,
-)
-from fashionrec.model.loss import contrastive_loss
+from fashionrec.model.base import RetrievalModel
+from fashionrec.model.families.fashionvlp import FashionVLPConfig
+from fashionrec.model.fashionvlp import bert_config, sample_landmarks
 from fashionrec.model.tokenizer import TextTokenizer
 
 IMAGE_CHANNELS = 2048  # ResNet-50's last stage
@@ -101,7 +95,7 @@ class ContextualAttention(nn.Module):
 class TargetBlock(nn.Module):
     """Owns the shared backbone (registered here first, as in the original) and turns three feature maps into f_tar."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: FashionVLPConfig):
         super().__init__()
         self.feature_extractor = ResNet50Trunk()
         self.pos_attn_whole = PositionalAttention(IMAGE_CHANNELS)
@@ -121,7 +115,7 @@ class ReferenceBlock(nn.Module):
     """[text, whole-map positions, crop-map positions, landmarks] through BERT (pooler kept, as in the
     original's weights); one projection for every visual token; the [CLS] output is f_ref."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: FashionVLPConfig):
         super().__init__()
         self.vlp_transformer = BertModel(bert_config(config), add_pooling_layer=True)
         self.img_feat_proj = nn.Linear(IMAGE_CHANNELS, config.d_model)
@@ -142,24 +136,20 @@ class ReferenceBlock(nn.Module):
         return self.vlp_transformer(inputs_embeds=sequence, attention_mask=mask).last_hidden_state[:, 0]
 
 
-class OriginalFashionVLP(nn.Module):
+class OriginalFashionVLP(RetrievalModel):
     """The `original` preset, with the interface of `FashionVLP`: uint8 images in, L2-normalised embeddings out."""
 
-    def __init__(self, config: ModelConfig, tokenizer: TextTokenizer):
-        super().__init__()
-        self.config = config
-        self.tokenizer = tokenizer
+    def __init__(self, config: FashionVLPConfig, tokenizer: TextTokenizer):
+        super().__init__(config, tokenizer)
         self.target_block = TargetBlock(config)
         self.reference_block = ReferenceBlock(config)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @property
     def backbone(self) -> ResNet50Trunk:
         return self.target_block.feature_extractor
 
     def _feature_map(self, image: torch.Tensor) -> torch.Tensor:
-        return self.backbone(normalise_pixels(image, self.pixel_mean, self.pixel_std))
+        return self.backbone(self.normalise(image))
 
     @staticmethod
     def _landmark_features(
@@ -204,10 +194,6 @@ class OriginalFashionVLP(nn.Module):
             batch["tgt_image"], batch["tgt_crop"], batch["ref_landmarks"], batch["ref_landmark_mask"]
         )
         return f_ref, f_tar
-
-    def loss(self, f_ref: torch.Tensor, f_tar: torch.Tensor, target_offset: int = 0) -> torch.Tensor:
-        """The original's batch classification loss: both sides L2-normalised (by the encoders), temperature 0.07."""
-        return contrastive_loss(f_ref, f_tar, self.config.temperature, target_offset)
 
     def load_backbone_weights(self, state: dict[str, torch.Tensor]) -> None:
         """A torchvision `resnet50` state dict: the names already match; its classifier is dropped."""

@@ -22,11 +22,13 @@ import torch
 
 from fashionrec.bertvocab import BERT_UNCASED, find_vocab
 from fashionrec.errors import UserError
-from fashionrec.model.config import ModelConfig, preset_config
+from fashionrec.model.checkpoint_format import WRAPPER_PREFIXES, strip_wrappers
+from fashionrec.model.config import ModelConfig
+from fashionrec.model.families.fashionvlp import FashionVLPConfig
+from fashionrec.model.families.original import original
 from fashionrec.model.original import OriginalFashionVLP
 from fashionrec.model.tokenizer import TextTokenizer
 
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 BLOCKS = ("target_block.", "reference_block.")
 KEPT_COPY = "target_block.feature_extractor."  # the name model.named_parameters() gives the shared backbone
 SECOND_COPY = "reference_block.feature_extractor."
@@ -42,13 +44,6 @@ ORIGINAL_PROTOCOL = "original"
 WITHIN_BATCH_PROTOCOL = "original-within-batch"
 # What OneCycleLR writes into the optimizer's group; a run that never had a scheduler has none of it.
 SCHEDULER_GROUP_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
-
-
-def strip_wrappers(key: str) -> str:
-    """`_orig_mod.module.x` -> `x`: the prefixes torch.compile and (Distributed)DataParallel add."""
-    while key.startswith(WRAPPER_PREFIXES):
-        key = key.split(".", 1)[1]
-    return key
 
 
 def _model_state(ckpt: dict[str, Any]) -> Any:
@@ -176,12 +171,12 @@ def _shape(state: dict[str, torch.Tensor], key: str, source: str) -> tuple[int, 
     return tuple(state[key].shape)
 
 
-def _config_from_weights(state: dict[str, torch.Tensor], source: str) -> ModelConfig:
+def _config_from_weights(state: dict[str, torch.Tensor], source: str) -> FashionVLPConfig:
     """The `original` preset with BERT's sizes read off the weights (bert-base-uncased for every real run).
     Head count is not in any shape: it is hidden / 64, as in every released BERT (12 for bert-base)."""
     vocab, hidden = _shape(state, BERT + "embeddings.word_embeddings.weight", source)
     layers = {k[len(BERT + "encoder.layer.") :].split(".")[0] for k in state if k.startswith(BERT + "encoder.layer.")}
-    config = preset_config("original")
+    config = original()
     config.text = {
         "hidden_size": hidden,
         "num_hidden_layers": len(layers),

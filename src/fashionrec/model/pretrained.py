@@ -1,114 +1,116 @@
-"""Building a fresh model for training: preset architecture, tokenizer, and (optionally) pretrained weights.
-
-Pretrained weights come by name, as in the original system: the text model is a directory or a Hugging Face
-model id (fetched into the Hugging Face cache on first use: config, tokenizer files and safetensors weights
-only), the ResNet-50 is torchvision's ImageNet weights (fetched into `torch.hub.get_dir()`), or a file.
+"""Pretrained weights by name, for every family: a Hugging Face model (a directory, or an id fetched into the
+Hugging Face cache on first use: only the files the family asks for, safetensors weights only), and
+torchvision's ImageNet ResNet-50 (fetched into `torch.hub.get_dir()`) or a file.
 `HF_HUB_OFFLINE=1` (or `TRANSFORMERS_OFFLINE=1`) turns every download off; a missing file is then one clear
 error saying what to fetch. Environment variables are read at call time, not when a library was imported."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from fashionrec.bertvocab import BERT_UNCASED, find_vocab
 from fashionrec.errors import UserError
 from fashionrec.hfcache import hf_cache_dir, offline
-from fashionrec.model.config import ModelConfig, preset_config
-from fashionrec.model.factory import FashionModel, build_model
-from fashionrec.model.tokenizer import TextTokenizer
 
-TINY_VOCAB_SIZE = 1000
-BERT_KEYS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "vocab_size",
-)
-# What a BERT-family model needs from its Hugging Face repository: no pickled weights, no other formats.
-TEXT_MODEL_FILES = [
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "model-*-of-*.safetensors",
-]
 NO_PRETRAINED = "or train from random initialisation with --no-pretrained"
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors")
 
 
-def _fetch_hint(model_id: str) -> str:
-    files = "config.json tokenizer.json tokenizer_config.json vocab.txt model.safetensors"
-    return (
-        f"on a machine with internet run `hf download {model_id} {files} --local-dir DIR` and pass "
-        f"--text-model DIR (or copy that machine's Hugging Face cache to {hf_cache_dir()}), {NO_PRETRAINED}"
-    )
+@dataclass(frozen=True)
+class HubFiles:
+    """What a family fetches from a Hugging Face repository, and how it talks about it in errors."""
+
+    what: str  # "text model", "model": how errors name it
+    flag: str | None  # the option a local copy is passed with (None: only a copied cache will do)
+    patterns: Sequence[str]  # the files to fetch (globs): never pickled weights
+    hint_files: str  # the files named in the `hf download` hint
+    check: Callable[[Path, str], Path]  # raises a UserError when a folder lacks what is needed
+    otherwise: str = f", {NO_PRETRAINED}"  # the way around it, if there is one
+
+    def hint(self, model_id: str) -> str:
+        cache = f"that machine's Hugging Face cache to {hf_cache_dir()}"
+        run = f"on a machine with internet run `hf download {model_id} {self.hint_files}"
+        if self.flag is None:
+            return f"{run}` and copy {cache}{self.otherwise}"
+        return f"{run} --local-dir DIR` and pass {self.flag} DIR (or copy {cache}){self.otherwise}"
+
+
+def require_files(directory: Path, what: str, *alternatives: tuple[str, ...]) -> None:
+    """Each of `alternatives` (file names, any one of which will do) must be in `directory`."""
+    for names in alternatives:
+        if not any((directory / name).is_file() for name in names):
+            raise UserError(f"{what}: no {' or '.join(names)} in {directory}")
+
+
+def require_safetensors(directory: Path, what: str) -> None:
+    if not ((directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file()):
+        raise UserError(
+            f"{what}: no model.safetensors in {directory} (fashionrec reads safetensors weights only, "
+            "never pickled .bin files)"
+        )
 
 
 def _check_text_model_dir(directory: Path, name: str) -> Path:
-    if not (directory / "config.json").is_file():
-        raise UserError(f"text model {name}: no config.json in {directory}")
-    if not ((directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()):
-        raise UserError(f"text model {name}: no tokenizer.json or vocab.txt in {directory}")
-    if not ((directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file()):
-        raise UserError(
-            f"text model {name}: no model.safetensors in {directory} (fashionrec reads safetensors weights only, "
-            "never pickled .bin files)"
-        )
+    require_files(directory, f"text model {name}", ("config.json",), ("tokenizer.json", "vocab.txt"))
+    require_safetensors(directory, f"text model {name}")
     return directory
 
 
-def resolve_text_model(name_or_dir: str) -> Path:
+# What a BERT-family model needs from its Hugging Face repository: no pickled weights, no other formats.
+TEXT_MODEL = HubFiles(
+    what="text model",
+    flag="--text-model",
+    patterns=(
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        *SAFETENSORS_WEIGHTS,
+    ),
+    hint_files="config.json tokenizer.json tokenizer_config.json vocab.txt model.safetensors",
+    check=_check_text_model_dir,
+)
+
+
+def resolve_hub_model(name_or_dir: str, files: HubFiles) -> Path:
     """A local directory as given, or the snapshot of Hugging Face model `name_or_dir`: from the cache when it
-    holds the files, else downloaded (only TEXT_MODEL_FILES) unless offline."""
+    holds the files, else downloaded (only `files.patterns`) unless offline."""
     path = Path(name_or_dir).expanduser()
     if path.is_dir():
-        return _check_text_model_dir(path, name_or_dir)
+        return files.check(path, name_or_dir)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
-    cache = hf_cache_dir()
+    cache, what, patterns = hf_cache_dir(), files.what, list(files.patterns)
     try:
-        snapshot = Path(
-            snapshot_download(name_or_dir, cache_dir=cache, allow_patterns=TEXT_MODEL_FILES, local_files_only=True)
-        )
-        return _check_text_model_dir(snapshot, name_or_dir)
+        snapshot = Path(snapshot_download(name_or_dir, cache_dir=cache, allow_patterns=patterns, local_files_only=True))
+        return files.check(snapshot, name_or_dir)
     except HFValidationError as e:
-        raise UserError(f"text model {name_or_dir!r} is neither a directory nor a Hugging Face model id") from e
+        raise UserError(f"{what} {name_or_dir!r} is neither a directory nor a Hugging Face model id") from e
     except Exception:  # not (completely) in the cache: download below, unless offline
         pass
     if offline():
         raise UserError(
-            f"text model {name_or_dir!r} is not in the Hugging Face cache {cache} and downloads are off "
-            f"(HF_HUB_OFFLINE): {_fetch_hint(name_or_dir)}"
+            f"{what} {name_or_dir!r} is not in the Hugging Face cache {cache} and downloads are off "
+            f"(HF_HUB_OFFLINE): {files.hint(name_or_dir)}"
         )
     try:
-        snapshot = Path(snapshot_download(name_or_dir, cache_dir=cache, allow_patterns=TEXT_MODEL_FILES))
+        snapshot = Path(snapshot_download(name_or_dir, cache_dir=cache, allow_patterns=patterns))
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-        raise UserError(
-            f"text model {name_or_dir!r}: not a directory, nor a Hugging Face model (or it is private)"
-        ) from e
+        raise UserError(f"{what} {name_or_dir!r}: not a directory, nor a Hugging Face model (or it is private)") from e
     except Exception as e:  # connection refused, timeout, proxy, incomplete download: all mean "fetch it by hand"
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise UserError(
-            f"text model {name_or_dir!r} could not be downloaded ({reason}); {_fetch_hint(name_or_dir)}"
-        ) from e
-    return _check_text_model_dir(snapshot, name_or_dir)
+        raise UserError(f"{what} {name_or_dir!r} could not be downloaded ({reason}); {files.hint(name_or_dir)}") from e
+    return files.check(snapshot, name_or_dir)
 
 
-def _text_config(directory: Path) -> dict:
-    cfg = json.loads((directory / "config.json").read_text())
-    if cfg.get("model_type") not in (None, "bert"):
-        raise UserError(f"text model in {directory} is {cfg.get('model_type')!r}, not a BERT-family model")
-    return {k: cfg[k] for k in BERT_KEYS if k in cfg}
+def resolve_text_model(name_or_dir: str) -> Path:
+    """A BERT-family text model: a directory, or a Hugging Face id (cache first, then downloaded)."""
+    return resolve_hub_model(name_or_dir, TEXT_MODEL)
 
 
 def _imagenet_weights():
@@ -157,43 +159,3 @@ def read_backbone_state(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"backbone weights {path} are not a plain state dict of tensors")
     return state
-
-
-def create_model(
-    preset: str,
-    train_texts: Iterable[str],
-    pretrained: bool,
-    text_model: str | None = None,
-    backbone_weights: str | None = None,
-) -> FashionModel:
-    """A new model for training. Random-init text models get a WordPiece vocabulary trained on `train_texts`,
-    except `original`, whose ids are always bert-base-uncased's (its checkpoints' embeddings index them)."""
-    config: ModelConfig = preset_config(preset)
-    text_dir = None
-    if text_model or (pretrained and config.text_model):
-        text_dir = resolve_text_model(text_model or config.text_model)
-        config.text = _text_config(text_dir)
-        config.text_model = str(text_model or config.text_model)
-        tokenizer = TextTokenizer.from_directory(text_dir, config.max_text_len)
-    elif preset == "original":
-        config.text_model = None
-        tokenizer = TextTokenizer.from_vocab(find_vocab(BERT_UNCASED), config.max_text_len)
-        config.text = {**config.text, "vocab_size": tokenizer.vocab_size}
-    else:
-        config.text_model = None
-        tokenizer = TextTokenizer.train_wordpiece(train_texts, TINY_VOCAB_SIZE, config.max_text_len)
-        config.text = {**config.text, "vocab_size": tokenizer.vocab_size}
-    weights = None
-    if pretrained and config.backbone == "resnet50":
-        weights = resnet50_weights_file(backbone_weights)
-        config.backbone_weights = str(weights)
-    model = build_model(config, tokenizer)
-    if weights is not None:
-        try:
-            model.load_backbone_weights(read_backbone_state(weights))
-        except RuntimeError as e:  # strict load: missing or misshapen keys
-            first = str(e).strip().splitlines()[0][:200]
-            raise UserError(f"backbone weights {weights} do not fit a ResNet-50: {first}") from e
-    if text_dir is not None:
-        model.load_text_weights(text_dir)
-    return model

@@ -14,7 +14,7 @@ from fashionrec.index.items import Item
 class CatalogItem(BaseModel):
     id: str
     categories: list[str]
-    image_url: str
+    image_url: str | None = Field(description="its picture; null for an item imported without one")
     title: str | None = Field(None, description="product name")
     price: str | None = Field(None, description="a decimal as text, exact: '19.90'")
     currency: str | None = None
@@ -62,6 +62,7 @@ def image_url(item_id: str) -> str:
 
 
 def item_json(item: Item) -> dict[str, Any]:
-    """An item as the API shows it: no file paths, its image by URL."""
+    """An item as the API shows it: no file paths, its image by URL (None when it has none)."""
     details = item.product.to_json()
-    return {"id": item.id, "categories": list(item.categories), "image_url": image_url(item.id), **details}
+    url = image_url(item.id) if item.has_image else None
+    return {"id": item.id, "categories": list(item.categories), "image_url": url, **details}

@@ -17,7 +17,7 @@ from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.serve.app import create_app
 from fashionrec.serve.inflight import InFlightLimit
 from fashionrec.serve.listen import url
-from fashionrec.serve.protocol import HeadTimeoutProtocol
+from fashionrec.serve.protocol import HeadLimitProtocol
 
 if TYPE_CHECKING:
     import uvicorn
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 MAX_IN_FLIGHT = 64
 # A connection must finish each request head this many seconds after it opens or starts the request.
 HEAD_TIMEOUT = 10.0
+# A request head (request line and header fields) over this many bytes gets a 431.
+MAX_HEAD_BYTES = 16 * 1024
 # An idle keep-alive connection is closed after this many seconds.
 KEEP_ALIVE_TIMEOUT = 5
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -72,17 +74,18 @@ def uvicorn_config(
     log_level: str = "info",
     max_in_flight: int = MAX_IN_FLIGHT,
     head_timeout: float = HEAD_TIMEOUT,
+    max_head: int = MAX_HEAD_BYTES,
     keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT,
 ) -> uvicorn.Config:
-    """The server's limits: requests in flight, and time for heads and between requests (request bodies
-    are timed by `BodyLimit`)."""
+    """The server's limits: requests in flight, time and size for request heads, time between requests
+    (request bodies are bounded by `BodyLimit`)."""
     import uvicorn
 
     return uvicorn.Config(
         InFlightLimit(app, max_in_flight),
         host=host,
         port=port,
-        http=partial(HeadTimeoutProtocol, head_timeout=head_timeout),
+        http=partial(HeadLimitProtocol, head_timeout=head_timeout, max_head=max_head),
         ws="none",
         timeout_keep_alive=keep_alive_timeout,
         log_level=log_level,

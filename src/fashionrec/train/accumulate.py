@@ -179,7 +179,10 @@ def _replay_micro_batch(
 ) -> None:
     with _no_sync(parts.model, last):
         f_ref, f_tar = _forward(parts, chunk)
-        torch.autograd.backward((f_ref.float(), f_tar.float()), (grad_ref, grad_tar))
+        # A side that does not depend on any trained weight (a frozen encoder's cached target features) has no
+        # gradient to pass on.
+        pairs = [(f.float(), g) for f, g in ((f_ref, grad_ref), (f_tar, grad_tar)) if f.requires_grad]
+        torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])
 
 
 def cached_gradients(

@@ -13,8 +13,9 @@ from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import TripletDataset
 from fashionrec.data.fashioniq import CategorySplit, caption_text
 from fashionrec.data.images import image_paths, load_split_with_images
-from fashionrec.data.preprocess import PreprocessConfig
+from fashionrec.data.preprocess_config import PreprocessConfig
 from fashionrec.eval.retrieval import check_gallery
+from fashionrec.model.config import ModelConfig
 from fashionrec.train.params import TrainConfig
 
 
@@ -50,6 +51,10 @@ class TrainingData:
     def triplets(self) -> list:
         return [t for s in self.train_splits.values() for t in s.triplets]
 
+    def image_paths(self, folder: str) -> dict:
+        """id -> file of every image training and validation use."""
+        return image_paths([*self.train_splits.values(), *self.val_splits.values()], folder)
+
 
 def load_training_data(cfg: TrainConfig, log=print) -> TrainingData:
     train, val = (
@@ -63,10 +68,21 @@ def load_training_data(cfg: TrainConfig, log=print) -> TrainingData:
     return TrainingData(train, val)
 
 
-def build_cache(cfg: TrainConfig, data: TrainingData, image_size: int) -> ImageCache:
-    """Preprocess every image the run needs, once; later epochs and runs only read the cache."""
-    cache = ImageCache(cfg.cache_dir, PreprocessConfig(image_size=image_size, **cfg.preprocessing()))
-    cache.build(image_paths([*data.train_splits.values(), *data.val_splits.values()], cfg.path_folder))
+def run_preprocessing(cfg: TrainConfig, config: ModelConfig) -> PreprocessConfig:
+    """The run's preprocessing: the model's own, with the run's crop, landmark, detector and resize settings.
+    It is recorded in the model's config, which travels in every checkpoint."""
+    settings = config.preprocess_config(
+        crop=cfg.crop, landmarks=cfg.landmarks, yolo_weights=cfg.yolo_weights, resize=cfg.resize
+    )
+    config.preprocess = settings.model_settings()
+    return settings
+
+
+def build_cache(cfg: TrainConfig, data: TrainingData, preprocess: PreprocessConfig) -> ImageCache:
+    """Preprocess every image the run needs, once (`preprocess`: the model's); later epochs and runs only
+    read the cache."""
+    cache = ImageCache(cfg.cache_dir, preprocess)
+    cache.build(data.image_paths(cfg.path_folder))
     return cache
 
 

@@ -21,9 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from fashionrec.errors import UserError
-from fashionrec.model.config import ModelConfig
-from fashionrec.model.factory import FashionModel, build_model
-from fashionrec.model.tokenizer import TextTokenizer
+from fashionrec.model.factory import FashionModel, rebuild_model
 
 TIMEOUT_ENV = "FASHIONREC_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 300
@@ -131,6 +129,14 @@ class DistContext:
         """Wait for rank 0's slow work (see `wait_for_rank0`)."""
         wait_for_rank0()
 
+    def from_rank0(self, value: T) -> T:
+        """Rank 0's `value` on every rank (plain data; waits for rank 0 with the long timeout)."""
+        if not self.enabled:
+            return value
+        payload = [value]
+        dist.broadcast_object_list(payload, src=0, group=_patient_group)
+        return payload[0]
+
     def seed_rank(self, seed: int) -> None:
         """After the (shared) model initialisation, give each rank its own reproducible RNG stream, so
         dropout masks differ across ranks. A single process keeps the stream it has."""
@@ -147,8 +153,7 @@ class DistContext:
         dist.broadcast_object_list(payload, src=0)
         if self.is_main:
             return model
-        config = ModelConfig.from_dict(payload[0])
-        return build_model(config, TextTokenizer.from_json(payload[1], config.max_text_len))
+        return rebuild_model(payload[0], payload[1])
 
     def wrap(self, device: torch.device) -> Callable[[torch.nn.Module], torch.nn.Module] | None:
         if not self.enabled:

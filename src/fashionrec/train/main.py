@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fashionrec.data.cache import ImageCache
+from fashionrec.data.features import CachedFeatures
+from fashionrec.data.preprocess_config import PreprocessConfig
 from fashionrec.device import resolve_device, set_threads
 from fashionrec.errors import UserError
 from fashionrec.model import create_model
@@ -18,9 +21,11 @@ from fashionrec.model.factory import FashionModel
 from fashionrec.options import DEFAULT_DEVICE
 from fashionrec.train import distributed
 from fashionrec.train.checkpoint import RESUME_PREFIX, TRAIN_PREFIX, CheckpointManager, load_checkpoint
-from fashionrec.train.data import TrainingData, build_cache, load_training_data
+from fashionrec.train.data import TrainingData, build_cache, load_training_data, run_preprocessing
 from fashionrec.train.distributed import DistContext
+from fashionrec.train.features import build_features, cacheable_parts, run_texts
 from fashionrec.train.logs import RunLog
+from fashionrec.train.optim import frozen_parts
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.resume_plan import Saved, plan_resume, resume_settings
 from fashionrec.train.schedule import current_beta1, current_lr, first_schedule
@@ -74,11 +79,34 @@ def _run(trainer: Trainer, log: RunLog, say) -> Path | None:
     return trainer.last_checkpoint
 
 
-def _shared_cache(cfg: TrainConfig, data: TrainingData, image_size: int, dist: DistContext) -> ImageCache:
+def _shared_cache(cfg: TrainConfig, data: TrainingData, preprocess: PreprocessConfig, dist: DistContext) -> ImageCache:
     """Rank 0 builds the preprocessing cache while the others wait; then every rank opens it."""
-    cache = build_cache(cfg, data, image_size) if dist.is_main else None
+    cache = build_cache(cfg, data, preprocess) if dist.is_main else None
     dist.barrier()
-    return cache or build_cache(cfg, data, image_size)
+    return cache or build_cache(cfg, data, preprocess)
+
+
+def _shared_features(
+    cfg: TrainConfig,
+    model: FashionModel,
+    data: TrainingData,
+    cache: ImageCache,
+    device: torch.device,
+    dist: DistContext,
+    say: Callable[[str], None],
+) -> CachedFeatures | None:
+    """The frozen parts' outputs (train/features.py): rank 0 computes what is missing while the others wait,
+    then every rank reads them, under rank 0's cache names (the other ranks get its weights only when DDP
+    wraps the model)."""
+    frozen = frozen_parts(model, cfg)
+    if not cacheable_parts(model, frozen):
+        return None
+    queries = data.triplets() + [t for split in data.val_splits.values() for t in split.triplets]
+    inputs = (data.image_paths(cfg.path_folder), cache, run_texts(queries, cfg.seed, cfg.epochs))
+    args = (model, frozen, cfg.cache_dir, *inputs, device, cfg.batch, say)
+    features, keys = build_features(*args) if dist.is_main else (None, None)
+    keys = dist.from_rank0(keys)
+    return features if dist.is_main else build_features(*args, keys=keys)[0]
 
 
 def run_train(cfg: TrainConfig) -> Path | None:
@@ -89,15 +117,24 @@ def run_train(cfg: TrainConfig) -> Path | None:
     use_deterministic_kernels(cfg.deterministic)
     torch.manual_seed(cfg.seed)
     data = load_training_data(cfg, say)
-    model = create_model(cfg.preset, data.train_texts(), cfg.pretrained, cfg.text_model, cfg.backbone_weights)
-    record_preprocessing(model, cfg)
+    model = create_model(
+        cfg.preset,
+        data.train_texts(),
+        cfg.pretrained,
+        model=cfg.model,
+        text_model=cfg.text_model,
+        backbone_weights=cfg.backbone_weights,
+    )
+    frozen_parts(model, cfg)  # a run with nothing to train stops here, before any preprocessing
+    preprocess = run_preprocessing(cfg, model.config)
     model = dist.model_from_rank0(model)
     dist.seed_rank(cfg.seed)
-    cache = _shared_cache(cfg, data, model.config.image_size, dist)
+    cache = _shared_cache(cfg, data, preprocess, dist)
+    features = _shared_features(cfg, model, data, cache, device, dist, say)
     rank_samples = math.ceil(len(data.triplets()) / dist.world_size)
     spec = first_schedule(cfg, rank_samples)
     manager = CheckpointManager(cfg.output_dir, TRAIN_PREFIX, cfg.keep_last) if dist.is_main else None
-    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist)
+    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist, features)
     log = RunLog(cfg.output_dir, dist.is_main)
     say(
         f"training {cfg.preset} on {device}: {len(data.triplets())} triplets, batch {cfg.batch} x "
@@ -111,12 +148,6 @@ def run_train(cfg: TrainConfig) -> Path | None:
         dist.close()
 
 
-def record_preprocessing(model: FashionModel, cfg: TrainConfig) -> None:
-    """What a run trains with is what its checkpoints record, resumes included: `index` and `serve`
-    preprocess images as the model's config says."""
-    model.config.preprocess = cfg.preprocessing()
-
-
 def _model_for_resume(ckpt: Checkpoint, cfg: TrainConfig, train_texts: list[str]) -> FashionModel:
     if not ckpt.is_original:
         model = ckpt.build_model()
@@ -126,7 +157,7 @@ def _model_for_resume(ckpt: Checkpoint, cfg: TrainConfig, train_texts: list[str]
             )
         return model
     # An original-format checkpoint: rebuild the architecture of the preset the user names, then load strictly.
-    model = create_model(cfg.preset, train_texts, pretrained=False, text_model=cfg.text_model)
+    model = create_model(cfg.preset, train_texts, pretrained=False, model=cfg.model, text_model=cfg.text_model)
     load_state_strict(model, ckpt.model_state, str(ckpt.path))
     return model
 
@@ -151,9 +182,10 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     use_deterministic_kernels(cfg.deterministic)
     data = load_training_data(cfg, say)
     model = _model_for_resume(ckpt, cfg, data.train_texts())
-    record_preprocessing(model, cfg)
+    preprocess = run_preprocessing(cfg, model.config)
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
-    cache = _shared_cache(cfg, data, model.config.image_size, dist)
+    cache = _shared_cache(cfg, data, preprocess, dist)
+    features = _shared_features(cfg, model, data, cache, device, dist, say)
     cpu_threads = threads if device.type == "cpu" else None
     plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), cpu_threads)
     for warning in plan.warnings:
@@ -162,7 +194,7 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     manager = (
         CheckpointManager(cfg.output_dir, RESUME_PREFIX, cfg.keep_last, protected=source) if dist.is_main else None
     )
-    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist)
+    trainer = Trainer(cfg, model, data, cache, device, manager, spec, say, dist, features)
     trainer.load_state(ckpt, plan.keep_schedule, plan.samples_in_epoch)
     protocol_change = trainer.adopt_protocol()
     if protocol_change:

@@ -15,7 +15,8 @@ from typing import Any
 from fashionrec import options as opt
 from fashionrec.data.fashioniq import SPLITS
 from fashionrec.errors import UserError
-from fashionrec.model.config import PRESETS, preset_config
+from fashionrec.model.config import preset_config
+from fashionrec.model.registry import PresetNames
 
 VALIDATION_PROTOCOLS = ("standard", "original")
 
@@ -104,9 +105,11 @@ class TrainConfig:
         changeable=False,
     )
     yolo_weights: str | None = setting(opt.YOLO_WEIGHTS, changeable=True)
+    resize: str | None = setting(opt.RESIZE, changeable=False)
     preset: str = setting(
-        opt.Option("--preset", "paper", "model preset", choices=PRESETS, group="model"), changeable=False
+        opt.Option("--preset", "paper", "model preset", choices=PresetNames(), group="model"), changeable=False
     )
+    model: str | None = setting(opt.MODEL, changeable=False)
     pretrained: bool = setting(
         opt.Option(
             "--pretrained",
@@ -121,7 +124,9 @@ class TrainConfig:
         opt.Option(
             "--text-model",
             None,
-            "BERT-family model: a directory or a Hugging Face model id (downloaded on first use)",
+            "where bert-base-uncased's vocabulary is (legacy token ids, the original system's checkpoints); for the "
+            "paper/tiny/original presets also their BERT-family text encoder when --model is not given: a "
+            "directory or a Hugging Face model id (downloaded on first use)",
             metavar="DIR|ID",
             group="model",
         ),
@@ -239,12 +244,13 @@ class TrainConfig:
         ),
         changeable=True,
     )
-    # With either part LR, one AdamW group per part (heads, backbone, text); without, one group as originally.
+    # The model family's pretrained parts (optim.py): with either part LR, one AdamW group per part; without,
+    # FashionVLP has one group as originally, and the CLIP presets keep both encoders frozen.
     backbone_lr: float | None = setting(
         opt.Option(
             "--backbone-lr",
             None,
-            "peak learning rate of the image backbone (default: --lr)",
+            "peak learning rate of the image encoder (default: --lr; clip/clip4cir: frozen)",
             type=opt.positive_float,
             group="optimisation",
         ),
@@ -254,7 +260,7 @@ class TrainConfig:
         opt.Option(
             "--text-lr",
             None,
-            "peak learning rate of the text model (default: --lr)",
+            "peak learning rate of the text encoder (default: --lr; clip/clip4cir: frozen)",
             type=opt.positive_float,
             group="optimisation",
         ),
@@ -270,10 +276,6 @@ class TrainConfig:
             preset = preset_config(self.preset).preprocess
             self.crop = self.crop or preset["crop"]
             self.landmarks = self.landmarks or preset["landmarks"]
-
-    def preprocessing(self) -> dict[str, Any]:
-        """The image preprocessing this run trains with: its cache is built with it and its model records it."""
-        return {"crop": self.crop, "landmarks": self.landmarks, "yolo_weights": self.yolo_weights}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -22,18 +22,19 @@ from tqdm import tqdm
 
 from fashionrec.data.cache import ImageCache
 from fashionrec.data.datasets import TripletDataset
+from fashionrec.data.features import CachedFeatures
 from fashionrec.errors import UserError
 from fashionrec.eval.original_protocol import FAST_BATCHES, evaluate_original
 from fashionrec.eval.retrieval import STANDARD, EvalSettings, evaluate
 from fashionrec.model import checkpoint_format
 from fashionrec.model.checkpoint_format import Checkpoint, Progress, non_finite_tensors
-from fashionrec.model.fashionvlp import FashionVLP
+from fashionrec.model.factory import FashionModel
 from fashionrec.model.original_format import ORIGINAL_PROTOCOL
 from fashionrec.train import distributed
 from fashionrec.train.accumulate import StepOutOfMemory, StepParts, StepSnapshot, fallback_message, step_gradients
 from fashionrec.train.checkpoint import CheckpointManager
 from fashionrec.train.data import ResumableSampler, TrainingData, make_loader
-from fashionrec.train.optim import build_optimizer, load_optimizer_state
+from fashionrec.train.optim import build_optimizer, freeze, frozen_parts, load_optimizer_state
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.schedule import build_scheduler, current_lr, full_groups_only
 
@@ -77,7 +78,7 @@ class Trainer:
     def __init__(
         self,
         cfg: TrainConfig,
-        model: FashionVLP,
+        model: FashionModel,
         data: TrainingData,
         cache: ImageCache,
         device: torch.device,
@@ -85,11 +86,15 @@ class Trainer:
         schedule: dict[str, Any],
         log: Callable[[str], None] = print,
         dist: distributed.DistContext | None = None,
+        features: CachedFeatures | None = None,
     ):
-        """`dist`: this process's place in a torchrun job (None: a single process, nothing wrapped)."""
+        """`dist`: this process's place in a torchrun job (None: a single process, nothing wrapped).
+        `features`: the frozen parts' outputs, computed once (train/features.py), read in place of running them."""
         dist = dist or distributed.DistContext()
         self.cfg, self.data, self.cache, self.device, self.manager, self.log = cfg, data, cache, device, manager, log
+        self.features = features
         self.rank, self.world_size = rank, world_size = dist.rank, dist.world_size
+        freeze(model, frozen_parts(model, cfg))  # before DDP records the parameters that train
         self.model = model.to(device)
         # Static shapes: an epoch's last, smaller batch would otherwise recompile with dynamic-shape kernels
         # that the later full batches run too, while a run resumed mid-epoch in a new process runs the static
@@ -107,7 +112,9 @@ class Trainer:
         self.full_groups_only = full_groups_only(cfg.preset)
         self.protocol = PROTOCOLS[cfg.validation]
         self.progress = Progress()
-        self.dataset = TripletDataset(data.triplets(), cache, model.tokenizer, train=True, seed=cfg.seed)
+        self.dataset = TripletDataset(
+            data.triplets(), cache, model.tokenizer, train=True, seed=cfg.seed, features=features
+        )
         self.sampler = ResumableSampler(self.dataset, cfg.seed, rank, world_size)
         self.last_checkpoint = None
         self.stop_requested = False
@@ -318,8 +325,8 @@ class Trainer:
         )
         if self.protocol == ORIGINAL_PROTOCOL:
             limit = FAST_BATCHES if fast else None
-            return evaluate_original(self.model, self.data.val_splits, self.cache, settings, limit)
-        return evaluate(self.model, self.data.val_splits, self.cache, settings)
+            return evaluate_original(self.model, self.data.val_splits, self.cache, settings, limit, self.features)
+        return evaluate(self.model, self.data.val_splits, self.cache, settings, self.features)
 
     def end_epoch(self, metrics: dict[str, Any]) -> None:
         p = self.progress

@@ -175,7 +175,7 @@ def store_missing_images(
 ) -> None:
     """The bytes of every image content the upserts name that the catalog does not hold yet: an upload's,
     or the file under the images root (a build stages its images beforehand)."""
-    by_content = {change.item.sha256: change for change in upserts}
+    by_content = {change.item.sha256: change for change in upserts if change.item.has_image}
     held = {
         row[0]
         for row in conn.execute(
@@ -210,17 +210,32 @@ def picture(change: Upsert, images_root: str | None) -> bytes:
     return data
 
 
+def _vector_sources(tables: Tables, live: bool) -> tuple[sql.Composable, sql.Composable]:
+    """(the FROM clause over the incoming rows, the vector of each): the one given; else, in an update, the
+    item's own while its image is unchanged (a vector item has none to change); else the one this build
+    staged for its image; else, in an update, that of an item with the same image."""
+    joins = [
+        sql.SQL("FROM incoming n LEFT JOIN {} p ON p.model = %s AND p.sha256 = n.image_sha256").format(tables.pending)
+    ]
+    vectors = [sql.SQL("n.embedding"), sql.SQL("p.embedding")]
+    if live:
+        joins += [
+            sql.SQL(
+                "LEFT JOIN {} own ON own.id = n.id AND own.image_sha256 IS NOT DISTINCT FROM n.image_sha256"
+            ).format(tables.items),
+            sql.SQL(
+                "LEFT JOIN LATERAL (SELECT o.embedding FROM {} o WHERE o.image_sha256 = n.image_sha256 LIMIT 1) "
+                "same ON true"
+            ).format(tables.items),
+        ]
+        vectors = [vectors[0], sql.SQL("own.embedding"), vectors[1], sql.SQL("same.embedding")]
+    return sql.SQL(" ").join(joins), sql.SQL("coalesce({})").format(sql.SQL(", ").join(vectors))
+
+
 def _check_sources(conn: psycopg.Connection, tables: Tables, key: str | None, label: str, live: bool) -> None:
-    """Every upsert without a vector finds one: staged by this model, or (an update) an item's with the
-    same image. A removal committed since a build began may have taken the only one."""
-    same = sql.SQL("AND NOT EXISTS (SELECT 1 FROM {} o WHERE o.image_sha256 = n.image_sha256)").format(tables.items)
-    row = conn.execute(
-        sql.SQL(
-            "SELECT n.id FROM incoming n WHERE n.embedding IS NULL AND NOT EXISTS "
-            "(SELECT 1 FROM {pending} p WHERE p.model = %s AND p.sha256 = n.image_sha256) {same} LIMIT 1"
-        ).format(pending=tables.pending, same=same if live else sql.SQL("")),
-        (key,),
-    ).fetchone()
+    """Every upsert finds its vector. A removal committed since a build began may have taken the only one."""
+    sources, vector = _vector_sources(tables, live)
+    row = conn.execute(sql.SQL("SELECT n.id {} WHERE {} IS NULL LIMIT 1").format(sources, vector), (key,)).fetchone()
     if row is not None:
         raise UserError(
             f"the {label} changed during the build (no vector for the image of item {row[0]!r} any more); "
@@ -229,22 +244,17 @@ def _check_sources(conn: psycopg.Connection, tables: Tables, key: str | None, la
 
 
 def _upsert(conn: psycopg.Connection, tables: Tables, key: str | None) -> None:
-    """The incoming rows into the live table, each with its vector: given, staged, or its content's."""
-    t = tables
+    """The incoming rows into the live table, each with its vector."""
+    sources, vector = _vector_sources(tables, live=True)
     new = sql.SQL(", ").join(sql.SQL("n.{}").format(sql.Identifier(c)) for c in COLUMNS)
     updates = sql.SQL(", ").join(
         sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in (*COLUMNS[1:], "embedding")
     )
     conn.execute(
         sql.SQL(
-            """INSERT INTO {items} ({names}, embedding)
-            SELECT {new}, coalesce(n.embedding, p.embedding, same.embedding) FROM incoming n
-            LEFT JOIN {pending} p ON p.model = %s AND p.sha256 = n.image_sha256
-            LEFT JOIN LATERAL (
-                SELECT o.embedding FROM {items} o WHERE o.image_sha256 = n.image_sha256 LIMIT 1
-            ) same ON true
-            ON CONFLICT (id) DO UPDATE SET {updates}"""
-        ).format(items=t.items, names=_NAMES, new=new, pending=t.pending, updates=updates),
+            "INSERT INTO {items} ({names}, embedding) SELECT {new}, {vector} {sources} "
+            "ON CONFLICT (id) DO UPDATE SET {updates}"
+        ).format(items=tables.items, names=_NAMES, new=new, vector=vector, sources=sources, updates=updates),
         (key,),
     )
 
@@ -254,12 +264,12 @@ def _replace_items(conn: psycopg.Connection, tables: Tables, key: str | None, di
     whether the index exists."""
     t = tables
     schema.create_items(conn, t, NEXT_ITEMS, dim)
+    sources, vector = _vector_sources(t, live=False)
     new = sql.SQL(", ").join(sql.SQL("n.{}").format(sql.Identifier(c)) for c in COLUMNS)
     conn.execute(
-        sql.SQL(
-            "INSERT INTO {next} ({names}, embedding) SELECT {new}, coalesce(n.embedding, p.embedding) "
-            "FROM incoming n LEFT JOIN {pending} p ON p.model = %s AND p.sha256 = n.image_sha256"
-        ).format(next=t.table(NEXT_ITEMS), names=_NAMES, new=new, pending=t.pending),
+        sql.SQL("INSERT INTO {next} ({names}, embedding) SELECT {new}, {vector} {sources}").format(
+            next=t.table(NEXT_ITEMS), names=_NAMES, new=new, vector=vector, sources=sources
+        ),
         (key,),
     )
     has_index = schema.fit_index(conn, t, NEXT_ITEMS, threshold, has_index=False)

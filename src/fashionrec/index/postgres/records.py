@@ -50,7 +50,7 @@ def item_row(item: Item) -> tuple[Any, ...]:
         product.currency,
         product.url,
         Jsonb(dict(product.attributes)),
-        item.sha256,
+        item.sha256 or None,  # a "vector" item has no image
         item.path,
         item.size,
         item.mtime_ns,
@@ -70,7 +70,7 @@ def item_from_row(row: tuple[Any, ...]) -> Item:
         values["path"],
         values["size"],
         values["mtime_ns"],
-        values["image_sha256"],
+        values["image_sha256"] or "",
         tuple(values["categories"]),
         product,
         values["source"],

@@ -3,9 +3,9 @@
 - `catalog_meta`: one row; what built the catalog (model fingerprint, preprocessing, dimension), its
   search settings, the number of items per category, and `version`, bumped by every transaction that
   changes the catalog.
-- `items`: one row per product: categories, product fields, the image's sha256, where the image came from
-  (a file under the images root, or an upload), and the vector (`vector(dim)`; an HNSW index above the
-  size threshold).
+- `items`: one row per product: categories, product fields, the image's sha256 (none for an item
+  imported by its vector alone), where the image came from (a file under the images root, an upload),
+  and the vector (`vector(dim)`; an HNSW index above the size threshold).
 - `images`: image bytes by content hash (identical pictures are stored once).
 - `pending`: vectors a build has encoded but not yet committed, by model and content hash, so a build
   that is killed can be finished without encoding them again.
@@ -128,7 +128,7 @@ def create_items(conn: psycopg.Connection, tables: Tables, name: str, dim: int) 
                 currency text,
                 url text,
                 attributes jsonb NOT NULL DEFAULT '{{}}',
-                image_sha256 text NOT NULL REFERENCES {images},
+                image_sha256 text REFERENCES {images},
                 path text NOT NULL,
                 size bigint NOT NULL,
                 mtime_ns bigint NOT NULL,

@@ -39,6 +39,7 @@ from fashionrec.index.store import (
     StoreOptions,
     StoreUnavailable,
     UnknownItem,
+    no_image,
     unknown_item,
 )
 
@@ -199,6 +200,8 @@ class PostgresCatalog:
     def image(self, item: Item) -> bytes:
         """From the database, so any server can show an item and use it as a reference; checked against
         its sha256."""
+        if not item.has_image:
+            raise UnknownItem(no_image(item))
         with self._connection() as conn:
             row = conn.execute(
                 sql.SQL("SELECT data FROM {} WHERE sha256 = %s").format(self.tables.images), (item.sha256,)

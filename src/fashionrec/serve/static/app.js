@@ -57,8 +57,24 @@ function productPage(url) {
   }
 }
 
+// Where a picture should be but is not (an item imported without one, or one that failed to load).
+function noPicture() {
+  return span("no-picture", "No picture");
+}
+
+// A picture that fails to load (a file gone since, a format the browser cannot show, an upload that is no
+// image) is never shown broken: a card's says "No picture", a thumbnail in the chain of turns goes.
+function picture(url, onCard) {
+  const img = document.createElement("img");
+  img.alt = "";
+  img.addEventListener("error", () => (onCard ? img.replaceWith(noPicture()) : img.remove()), { once: true });
+  img.src = url;
+  return img;
+}
+
 // A card: the picture and its text are one button (Tab reaches it, Enter or Space chooses it); the link to
-// the shop's product page sits beside it, opening in a new tab.
+// the shop's product page sits beside it, opening in a new tab. An item without a picture (image_url null)
+// is shown, but cannot be chosen: a reference needs a picture.
 function card(item, action, onChoose) {
   const li = document.createElement("li");
   li.className = "item";
@@ -66,11 +82,15 @@ function card(item, action, onChoose) {
   button.type = "button";
   button.className = "card";
   button.dataset.id = item.id;
-  button.setAttribute("aria-label", `${action} ${item.id}`);
-  const img = document.createElement("img");
-  img.src = item.image_url;
-  img.alt = "";
-  button.append(img);
+  if (item.image_url) {
+    button.setAttribute("aria-label", `${action} ${item.id}`);
+    button.append(picture(item.image_url, true));
+  } else {
+    button.disabled = true;
+    button.title = "No picture: it cannot be a starting point";
+    button.setAttribute("aria-label", `${item.id}, no picture: it cannot be a starting point`);
+    button.append(noPicture());
+  }
   if (item.title) button.append(span("title", item.title));
   const caption = document.createElement("span");
   caption.className = "caption";
@@ -179,12 +199,7 @@ function chooseResult(item) {
 function chainStep(className, text, imageUrl) {
   const li = document.createElement("li");
   li.className = className;
-  if (imageUrl) {
-    const img = document.createElement("img");
-    img.src = imageUrl;
-    img.alt = "";
-    li.append(img);
-  }
+  if (imageUrl) li.append(picture(imageUrl, false));
   const span = document.createElement("span");
   span.textContent = text;
   li.append(span);
