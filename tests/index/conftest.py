@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # rec_fixtures is shared with tests/serve
-from pg_fixtures import catalog_name, pg_catalog, pg_server, pg_url  # noqa: E402, F401
+from pg_fixtures import catalog_name, pg_catalog, pg_open, pg_server, pg_url  # noqa: E402, F401
 from rec_fixtures import demo_images, tiny_checkpoint  # noqa: E402
 
 

@@ -60,11 +60,13 @@ def test_second_run_encodes_only_new_and_changed_files(built, tiny_ckpt: Path) -
     Image.new("RGB", (64, 64), (200, 10, 30)).save(images / "D000002.png")  # changed
     os.utime(images / "D000003.png", ns=(1, 1))  # touched only: same bytes
     (images / "D000004.png").unlink()  # removed
+    (images / "D000005.png").rename(images / "renamed.png")  # same bytes, another id: not encoded again
     report = build_index(tiny_ckpt, images, root / "index", cache_dir=root / "cache", device="cpu")
-    assert (report.encoded, report.removed, report.items) == (2, 1, len(ids_before))
+    assert (report.encoded, report.removed, report.items) == (2, 2, len(ids_before))
     ids, vectors = embeddings(root / "index")
     assert "new" in ids and "D000004" not in ids
     before = dict(zip(ids_before, vectors_before, strict=True))
+    before["renamed"] = before["D000005"]
     for item_id, vector in zip(ids, vectors, strict=True):
         if item_id not in ("new", "D000002"):
             np.testing.assert_array_equal(vector, before[item_id])

@@ -9,7 +9,7 @@ import pytest
 
 import fashionrec.index
 from fashionrec.errors import UserError
-from fashionrec.index.registry import STORES, StoreKind, local_folder, redact, store_kind
+from fashionrec.index.registry import STORES, StoreKind, check_url, local_folder, redact, store_kind
 
 PACKAGE = Path(fashionrec.index.__file__).parent
 
@@ -49,9 +49,15 @@ def test_the_index_package_has_no_import_cycle() -> None:
 def test_a_folder_path_is_a_folder_store_and_a_url_needs_a_registered_scheme(tmp_path: Path) -> None:
     assert store_kind(tmp_path / "index").name == "folder" and store_kind("relative/index").name == "folder"
     assert local_folder("relative/index") == Path("relative/index")
+    assert store_kind("postgresql://shop:secret@db.example/catalog").name == "postgres"
+    assert store_kind("POSTGRES://db.example/catalog").name == "postgres"
     with pytest.raises(UserError) as caught:
-        store_kind("postgresql://shop:secret@db.example/catalog")
-    assert "no catalog store takes 'postgresql://shop:***@db.example/catalog'" in str(caught.value)
+        store_kind("mysql://shop:secret@db.example/catalog")
+    assert "no catalog store takes 'mysql://shop:***@db.example/catalog'" in str(caught.value)
+    assert "give a folder, or a URL of: postgresql://, postgres://" in str(caught.value)
+    assert "secret" not in str(caught.value)
+    with pytest.raises(UserError, match="invalid catalog URL 'postgresql://shop:\\*\\*\\*@db:port/x'") as caught:
+        check_url("postgresql://shop:secret@db:port/x")
     assert "secret" not in str(caught.value)
 
 
@@ -66,3 +72,4 @@ def test_a_registered_scheme_selects_its_store(monkeypatch: pytest.MonkeyPatch) 
 def test_passwords_never_appear_in_a_shown_location() -> None:
     assert redact("postgresql://u:p%40ss@db:5432/x?sslmode=require") == "postgresql://u:***@db:5432/x?sslmode=require"
     assert redact("postgresql://db/x") == "postgresql://db/x" and redact("/srv/index") == "/srv/index"
+    assert redact("postgresql://u:secret@db:port/x") == "postgresql://u:***@db:port/x"

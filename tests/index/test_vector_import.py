@@ -64,8 +64,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return images, root / "built", export_of(root / "built", root / "export.json")
 
 
-def rankings(index: Path, item_ids: tuple[str, ...] = ()) -> list[list[tuple[str, float]]]:
-    recommender = Recommender(FakeEncoder(), open_catalog(index))
+def rankings(index: Path | str, item_ids: tuple[str, ...] = (), options: StoreOptions | None = None) -> list:
+    recommender = Recommender(FakeEncoder(), open_catalog(index, options))
     try:
         asked = [recommender.recommend(data, "x", 5) for data in QUERIES]
         asked += [recommender.recommend(None, "x", 5, item_id=item_id) for item_id in item_ids]
@@ -210,6 +210,29 @@ def test_a_qdrant_backed_folder_catalog_takes_an_import_alike(fake, tmp_path: Pa
     import_catalog(Path("unused"), export, tmp_path / "index", options=options, encoder=FakeEncoder())
     assert load_manifest(tmp_path / "index").backend["kind"] == "qdrant"
     assert rankings(tmp_path / "index") == rankings(built)
+
+
+def test_a_database_catalog_takes_an_import_alike(fake, pg_url: str, catalog_name: str) -> None:
+    """Items without images in PostgreSQL: ranked as in the built catalog, no picture, kept by a build."""
+    images, built, export = fake
+    options = StoreOptions(catalog=catalog_name)
+    report = import_catalog(Path("unused"), export, pg_url, options=options, encoder=FakeEncoder())
+    assert (report.items, report.imported, report.backend["kind"]) == (COUNT, COUNT, "postgres")
+    assert rankings(pg_url, options=options) == rankings(built)
+    catalog = open_catalog(pg_url, options)
+    try:
+        item = catalog.item("c000")
+        assert (item.source, item.sha256, catalog.image_path(item)) == ("vector", "", None)
+        with pytest.raises(UnknownItem, match="'c000' has no image in this catalog"):
+            catalog.image(item)
+    finally:
+        catalog.close()
+    some = images.parent / "some"
+    some.mkdir(exist_ok=True)
+    shutil.copy(images / "c001.png", some / "c001.png")
+    report = build_index(Path("unused"), some, pg_url, encoder=FakeEncoder(), catalog=catalog_name)
+    assert (report.items, report.encoded, report.removed) == (COUNT, 1, 0)  # the file gives c001 its picture
+    assert rankings(pg_url, options=options) == rankings(built)
 
 
 # ---- the command line, with the tiny model ---------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "index"))  # shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pg_fixtures import catalog_name, pg_open, pg_server, pg_url  # noqa: E402, F401
 from rec_fixtures import SMALL_LIMITS, FakeEncoder, demo_images, solid_images, tiny_checkpoint  # noqa: E402
 from serve_helpers import DRESSES, live_server  # noqa: E402
 

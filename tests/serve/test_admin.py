@@ -1,11 +1,12 @@
 """The admin routes: on only with a token, the token checked, every bad input a 4xx that changes nothing,
-and a change answered by the very next request."""
+and a change answered by the very next request; each test for a catalog in a folder and in PostgreSQL."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from fashionrec.errors import UserError
 from fashionrec.index import Recommender, build_index
 from fashionrec.index.manifest import MANIFEST
 from fashionrec.index.registry import open_catalog
+from fashionrec.index.store import StoreOptions
 from fashionrec.serve.admin import TOKEN_ENV, read_admin_token
 from fashionrec.serve.app import create_app
 
@@ -31,19 +33,37 @@ def png(colour: tuple[int, int, int], size: int = 16) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[tuple[Recommender, Path]]:
-    """A fresh catalog of 12 solid colours per test (the admin tests change it)."""
+class Served(NamedTuple):
+    recommender: Recommender
+    stored: Callable[[], Any]  # what the store holds, to compare before and after a request
+
+
+@pytest.fixture(params=["folder", "postgres"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """A fresh catalog of 12 solid colours per test (the admin tests change it), in an index folder or in
+    a PostgreSQL database."""
     images = solid_images(tmp_path / "images", 12, size=8)
-    build_index(Path("unused"), images, tmp_path / "index", encoder=FakeEncoder())
-    recommender = Recommender(FakeEncoder(), open_catalog(tmp_path / "index"), SMALL_LIMITS)
-    yield recommender, tmp_path / "index"
+    if request.param == "folder":
+        location, options = tmp_path / "index", StoreOptions()
+    else:
+        location, options = (
+            request.getfixturevalue("pg_url"),
+            StoreOptions(catalog=request.getfixturevalue("catalog_name")),
+        )
+    build_index(Path("unused"), images, location, encoder=FakeEncoder(), catalog=options.catalog)
+    store = open_catalog(location, options)
+    if request.param == "folder":
+        stored = (location / MANIFEST).read_bytes
+    else:
+        stored = lambda: (store.refresh() or store.version(), store.items())  # noqa: E731
+    recommender = Recommender(FakeEncoder(), store, SMALL_LIMITS)
+    yield Served(recommender, stored)
     recommender.close()
 
 
 @pytest.fixture
-def client(catalog: tuple[Recommender, Path]) -> Iterator[TestClient]:
-    with TestClient(create_app(catalog[0], admin_token=TOKEN)) as client:
+def client(catalog: Served) -> Iterator[TestClient]:
+    with TestClient(create_app(catalog.recommender, admin_token=TOKEN)) as client:
         yield client
 
 
@@ -116,15 +136,15 @@ def test_remove_takes_an_item_out_at_once(client: TestClient) -> None:
     ],
 )
 def test_the_token_is_required_and_checked(catalog, client: TestClient, method: str, url: str, kwargs: dict) -> None:
-    before = (catalog[1] / MANIFEST).read_bytes()
+    before = catalog.stored()
     missing = getattr(client, method)(url, **kwargs)
     assert missing.status_code == 401 and "admin token" in missing.json()["error"]
     assert missing.headers["www-authenticate"] == "Bearer"
     for header in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer x", f"Basic {TOKEN}"):
         wrong = getattr(client, method)(url, headers={"Authorization": header}, **kwargs)
         assert wrong.status_code == (401 if header.startswith("Basic") else 403), header
-    assert (catalog[1] / MANIFEST).read_bytes() == before
-    with TestClient(create_app(catalog[0])) as off:  # no token configured: the routes are not there
+    assert catalog.stored() == before
+    with TestClient(create_app(catalog.recommender)) as off:  # no token configured: the routes are not there
         response = getattr(off, method)(url, headers=AUTH, **kwargs)
         assert response.status_code == 404 and response.json() == {"error": "Not Found"}
         assert off.get("/health").json()["admin"] is False
@@ -162,11 +182,11 @@ TRUNCATED = png((64, 64, 64), size=64)[:-40]
     ],
 )
 def test_bad_admin_requests_are_4xx_and_change_nothing(catalog, client: TestClient, call, status: int, message: str):
-    before = (catalog[1] / MANIFEST).read_bytes()
+    before = catalog.stored()
     response = call(client)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
-    assert (catalog[1] / MANIFEST).read_bytes() == before
+    assert catalog.stored() == before
     assert client.get("/health").json()["items"] == 12
 
 
@@ -201,9 +221,12 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, monkeypa
         read_admin_token(tmp_path / "empty")
 
 
-def test_an_item_added_to_a_running_server_is_found_by_the_next_search(catalog: tuple[Recommender, Path]) -> None:
+def test_an_item_added_to_a_running_server_is_found_by_the_next_search(catalog: Served) -> None:
     """Through a real uvicorn, as a shop's back office would call it."""
-    with live_server(create_app(catalog[0], admin_token=TOKEN)) as url, httpx.Client(base_url=url, timeout=30) as http:
+    with (
+        live_server(create_app(catalog.recommender, admin_token=TOKEN)) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
         query = {"files": {"image": ("q.png", png((10, 240, 10)))}, "data": {"text": "is green", "k": "3"}}
         assert "green" not in [r["id"] for r in http.post("/recommend", **query).json()["results"]]
         files = {"image": ("g.png", png((5, 250, 5)), "image/png")}

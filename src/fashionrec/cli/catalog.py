@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from fashionrec import options as opt
-from fashionrec.cli.index import store_options
+from fashionrec.cli.index import catalog_location, store_options
 
 if TYPE_CHECKING:
     from fashionrec.index.edit import EncodeImages
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     update = actions.add_parser("update", help="change an item's fields, or its image (needs --checkpoint)")
     remove = actions.add_parser("remove", help="remove an item")
     for parser in (add, update, remove):
-        opt.INDEX.with_help("the catalog: an index folder, or a catalog database URL").add_to(parser, required=True)
+        opt.add_options(parser, opt.INDEX, opt.CATALOG_NAME, opt.DATABASE_DIR)
         parser.add_argument("--id", required=True, help="the item's id")
         opt.CHECKPOINT.with_help("the checkpoint the index was built with").add_to(parser, required=parser is add)
         opt.add_options(parser, opt.DEVICE, opt.VOCAB, opt.QDRANT_API_KEY_FILE)
@@ -52,7 +52,8 @@ def run_catalog(args: argparse.Namespace) -> int:
     from fashionrec.index.registry import open_catalog
 
     image = None if getattr(args, "image", None) is None else args.image.read_bytes()
-    store = open_catalog(args.index, store_options(args))
+    options = store_options(args)
+    store = open_catalog(catalog_location(args), options)
     try:
         editor = CatalogEditor(store, _encoder(args, store) if args.checkpoint is not None else None)
         if args.action == "remove":
@@ -64,7 +65,7 @@ def run_catalog(args: argparse.Namespace) -> int:
         else:
             editor.update(args.id, _fields(args), image)
             done = "updated"
-        print(f"{done} {args.id} in {args.index} ({store.count()} items)")
+        print(f"{done} {args.id} in {store.location} ({store.count()} items)")
     finally:
         store.close()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,9 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lines or array) of {name, features} documents made with the --checkpoint model",
     )
     p.add_argument(
-        "--out", required=True, type=opt.catalog_location(opt.folder_to_write("index folder")), metavar="INDEX",
-        help="index folder (created or updated), or a catalog database URL",
+        "--out", type=opt.catalog_location(opt.folder_to_write("index folder")), metavar="INDEX",
+        help=f"index folder (created or updated), or a catalog database URL (postgresql://...; default: "
+        f"--database-dir, else ${opt.DATABASE_URL_ENV})",
     )  # fmt: skip
+    opt.add_options(p, opt.CATALOG_NAME, opt.DATABASE_DIR)
     p.add_argument(
         "--backend",
         choices=("faiss", "qdrant"),
@@ -50,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--approx-threshold",
         type=opt.non_negative_int,
         metavar="N",
-        help="faiss: catalogs of more than N items get an approximate IVF index (default: 100000)",
+        help="catalogs of more than N items get an approximate index: faiss IVF (default: 100000), "
+        "postgres HNSW (default: 10000, or what the catalog has)",
     )
     p.add_argument("--rebuild", action="store_true", help="re-encode everything (e.g. for a new checkpoint)")
     opt.add_options(p, opt.BATCH, opt.CACHE_DIR, opt.DEVICE)
@@ -108,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_model_and_index(p: argparse.ArgumentParser) -> None:
     opt.CHECKPOINT.with_help("the checkpoint the index was built with").add_to(p, required=True)
-    opt.add_options(p, opt.INDEX, required=True)
+    opt.add_options(p, opt.INDEX, opt.CATALOG_NAME, opt.DATABASE_DIR)
     opt.add_options(p, opt.DEVICE, opt.VOCAB, opt.QDRANT_API_KEY_FILE)
 
 
@@ -119,7 +123,34 @@ def store_options(args: argparse.Namespace) -> StoreOptions:
 
     key = read_secret(args.qdrant_api_key_file, QDRANT_KEY_ENV)
     settings = {name: getattr(args, name, None) for name in ("backend", "url", "collection", "approx_threshold")}
-    return StoreOptions(**settings, qdrant_api_key=key)
+    return StoreOptions(**settings, qdrant_api_key=key, catalog=args.catalog_name)
+
+
+def catalog_location(args: argparse.Namespace, flag: str = "--index") -> str:
+    """The command's catalog: `flag` (a folder or a database URL), else `--database-dir` (the embedded
+    server there, started if no process runs it), else $FASHIONREC_DATABASE_URL. Checked before anything
+    heavy is imported."""
+    from fashionrec.index.registry import check_url, is_url
+
+    given = getattr(args, flag.lstrip("-"))
+    if given is not None and args.database_dir is not None:
+        raise UserError(f"give either {flag} or --database-dir, not both")
+    if given is None and args.database_dir is None:
+        given = os.environ.get(opt.DATABASE_URL_ENV, "").strip() or None
+        if given is None:
+            raise UserError(
+                f"give {flag} (an index folder or a database URL), --database-dir DIR, or set {opt.DATABASE_URL_ENV}"
+            )
+        if not is_url(given):
+            raise UserError(f"{opt.DATABASE_URL_ENV} must be a database URL (postgresql://...), got {given[:80]!r}")
+        check_url(given)
+    if given is not None and not is_url(given) and args.catalog_name is not None:
+        raise UserError(f"--catalog-name names a catalog in a database, and {flag} {given} is a folder")
+    if given is not None:
+        return given
+    from fashionrec.index.postgres.embedded import start
+
+    return start(Path(args.database_dir))
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -130,11 +161,13 @@ def run_index(args: argparse.Namespace) -> int:
     from fashionrec.index import build_index
     from fashionrec.index.categories import from_split_files, merge
     from fashionrec.index.products import read_products
+    from fashionrec.index.registry import redact
 
     sources = [from_split_files(args.path_file)] if args.path_file else []
     listing = read_products(args.products) if args.products else None
     sources += [listing.categories] if listing else []
     options = store_options(args)
+    location = catalog_location(args, "--out")
     settings = {
         "rebuild": args.rebuild,
         "cache_dir": Path(args.cache_dir),
@@ -151,32 +184,35 @@ def run_index(args: argparse.Namespace) -> int:
 
         export = Path(args.from_mongo_export)
         images = None if args.images is None else Path(args.images)
-        report = import_catalog(args.checkpoint, export, args.out, images=images, options=options, **settings)
+        report = import_catalog(args.checkpoint, export, location, images=images, options=options, **settings)
     else:
         report = build_index(
             args.checkpoint,
             args.images,
-            args.out,
+            location,
             backend=options.backend,
             url=options.url,
             collection=options.collection,
             approx_threshold=options.approx_threshold,
             qdrant_api_key=options.qdrant_api_key,
+            catalog=options.catalog,
             batch_size=args.batch,
             **settings,
         )
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"index {args.out}: {report.summary()}")
+    print(f"index {redact(location)}: {report.summary()}")
     return 0
 
 
 def run_recommend(args: argparse.Namespace) -> int:
     from fashionrec.index import recommend
 
+    location = catalog_location(args)
+    options = store_options(args)
     matches = recommend(
         args.checkpoint,
-        args.index,
+        location,
         args.image,
         args.text,
         args.k,
@@ -184,7 +220,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         item_id=args.item,
         category=args.category,
         text_model=args.text_model,
-        options=store_options(args),
+        options=options,
     )
     if args.json:
         results = [
@@ -229,6 +265,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from fashionrec.serve.listen import bind
 
     listener = bind(args.host, args.port)  # a port in use is an error before the model loads
+    location = catalog_location(args)
     from fashionrec.serve.admin import read_admin_token
     from fashionrec.serve.server import serve
 
@@ -236,7 +273,7 @@ def run_serve(args: argparse.Namespace) -> int:
     options = store_options(args)
     serve(
         args.checkpoint,
-        args.index,
+        location,
         listener,
         args.device,
         args.threads,

@@ -1,5 +1,5 @@
 """Catalog index: encode images with the target block, keep them in a catalog store (a folder with FAISS or
-Qdrant, or a registered database), search them.
+Qdrant, or a PostgreSQL database), search them.
 
 `build_index` and `recommend` are the Python API behind `fashionrec index` / `fashionrec recommend`;
 `Recommender` keeps a model and a catalog open for a server. `fashionrec.index.store` is the interface a

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fashionrec.errors import UserError
 from fashionrec.index import categories as category_sources
-from fashionrec.index.encoder import Encoder, same_model
+from fashionrec.index.encoder import Encoder
 from fashionrec.index.images import decode_image
 from fashionrec.index.items import Item, Product
 from fashionrec.index.registry import local_folder, open_catalog
@@ -26,10 +28,14 @@ from fashionrec.index.store import (
     ModelInfo,
     StoreOptions,
     Upsert,
+    check_same_model,
 )
 from fashionrec.options import DEFAULT_CACHE_DIR, DEFAULT_DEVICE
 
 SUMMARY_HIDDEN = ("kind", "file", "sha256", "approx_threshold")  # backend entry keys left out of the summary
+# Images encoded at a time, each batch then staged by stores that keep unfinished builds' vectors: a build
+# killed half-way loses one batch of encoding at most.
+STAGE_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class BuildReport:
 class _Plan:
     folder_items: list[Item]  # every image under the folder, in id order
     encode: dict[str, Path]  # folder items whose vectors are computed again
+    staged: set[str]  # folder items whose vectors a killed build staged: not encoded again
     kept: list[Item]  # items the catalog keeps itself (see `kept_items`), with this build's labels
     reset: bool  # no stored vector is kept: every item is encoded
     removals: list[str]
@@ -72,6 +79,7 @@ def build_index(
     collection: str | None = None,
     approx_threshold: int | None = None,
     qdrant_api_key: str | None = None,
+    catalog: str | None = None,
     rebuild: bool = False,
     batch_size: int = 64,
     cache_dir: Path = Path(DEFAULT_CACHE_DIR),
@@ -92,14 +100,15 @@ def build_index(
 
     A second run re-encodes only new or changed files and drops removed ones; damaged stored vectors are
     encoded again, a damaged vector index rebuilt from them. FAISS indexes of more than `approx_threshold`
-    items (default 100,000) are IVF, tuned to recall@10 >= 0.95. `backend` (with `url`, `collection`)
-    chooses the vector index of a folder catalog (default: the one it has, else FAISS). `preprocess`
+    items (default 100,000) are IVF, tuned to recall@10 >= 0.95 (PostgreSQL catalogs: HNSW above it,
+    default 10,000). `backend` (with `url`, `collection`) chooses the vector index of a folder catalog
+    (default: the one it has, else FAISS); `catalog` names a catalog in a database. `preprocess`
     (crop=..., landmarks=..., yolo_weights=...) overrides what the checkpoint was trained with. `encoder`
     stands in for loading `checkpoint`; `text_model` is where bert-base-uncased's vocabulary is, for the
     original system's checkpoints.
     """
     images = Path(images)
-    options = StoreOptions(backend, url, collection, approx_threshold, qdrant_api_key)
+    options = StoreOptions(backend, url, collection, approx_threshold, qdrant_api_key, catalog)
     # Opened and scanned first, so bad settings and paths fail before the model loads.
     store = open_catalog(out, options, create=True)
     try:
@@ -110,8 +119,9 @@ def build_index(
         if encoder is None:
             encoder = load_encoder(checkpoint, cache_dir, device, text_model, preprocess)
         if state is not None and not rebuild:
-            check_same_model(state.model, encoder, out)
-        plan = _plan(paths, images, state, rebuild, categories or {}, products or {}, out)
+            check_same_model(state.model, encoder, store.location)
+        staged = store.staged(encoder.fingerprint, encoder.preprocess["key"])
+        plan = _plan(paths, images, state, rebuild, categories or {}, products or {}, out, staged)
         changes = _changes(plan, state, store, encoder, batch_size, Path(checkpoint), images)
         entry = store.apply(changes)
     finally:
@@ -161,16 +171,6 @@ def report(
     )
 
 
-def check_same_model(model: ModelInfo, encoder: Encoder, out: str | Path) -> None:
-    """An update must not mix vectors of two models in one index."""
-    if not same_model(encoder, model.fingerprint) or model.preprocess["key"] != encoder.preprocess["key"]:
-        raise UserError(
-            f"{out} was built with another checkpoint or preprocessing "
-            f"({model.checkpoint}, {model.preprocess['config']}); "
-            "pass --rebuild to re-encode every image"
-        )
-
-
 def _plan(
     paths: dict[str, Path],
     images: Path,
@@ -179,11 +179,13 @@ def _plan(
     given: Mapping[str, tuple[str, ...]],
     products: Mapping[str, Product],
     out: str | Path,
+    staged: frozenset[str] = frozenset(),
 ) -> _Plan:
-    """The new item table, and what must be encoded.
+    """The new item table, and what must be encoded: content the catalog has no vector for (not even one a
+    killed build staged: `staged`).
 
     Size and mtime vouch for a file only under the same root and path; otherwise, or when they differ,
-    the content hash decides, so a touched or moved-back file is not encoded again. A rebuild forgets
+    the content hash decides, so a touched, renamed or moved-back file is not encoded again. A rebuild forgets
     what earlier builds recorded about folder items; items added one by one keep theirs. A file replaces an
     item imported without an image (it gains its picture), never one added one by one."""
     previous = {} if state is None else {item.id: item for item in state.items}
@@ -191,7 +193,9 @@ def _plan(
     labels = category_sources.assign(paths, given, {i: item.categories for i, item in recorded.items()})
     same_root = state is not None and state.images_root == str(images.resolve())
     reuse = state is not None and state.vectors_reusable and not rebuild
-    folder_items, encode = [], {}
+    # Image contents with a vector in the catalog (a vector item's "" is no image content).
+    stored = {item.sha256 for item in previous.values() if item.has_image} if reuse else set()
+    folder_items, encode, from_stage = [], {}, set()
     for item_id, path in paths.items():
         before = previous.get(item_id)
         if before is not None and before.source == "upload":
@@ -206,11 +210,15 @@ def _plan(
         kept = recorded.get(item_id)
         product = products.get(item_id, kept.product if kept is not None else Product())
         folder_items.append(Item(item_id, rel, stat.st_size, stat.st_mtime_ns, sha, labels[item_id], product))
-        if not (reuse and before is not None and before.sha256 == sha):
+        if sha in stored:  # unchanged, or moved: the vector of its content is kept
+            continue
+        if sha in staged:
+            from_stage.add(item_id)
+        else:
             encode[item_id] = path
     kept = kept_items(previous, ("upload", "vector"), paths, given, products, not reuse, out)
     removals = [i for i, item in previous.items() if item.source == "folder" and i not in paths]
-    return _Plan(folder_items, encode, kept, not reuse, removals)
+    return _Plan(folder_items, encode, from_stage, kept, not reuse, removals)
 
 
 def kept_items(
@@ -264,18 +272,32 @@ def _changes(
     checkpoint: Path,
     images: Path,
 ) -> ChangeSet:
-    """The plan as one change: new vectors where encoded, field changes where only labels changed."""
-    vectors = dict(zip(plan.encode, encoder.encode_catalog(plan.encode, batch_size), strict=True))
+    """The plan as one change: new vectors where encoded (or staged), field changes where only labels changed."""
+    model, root = model_info(encoder, checkpoint), str(images.resolve())
+    vectors = _encode_and_stage(plan, store, encoder, batch_size, model, root)
     previous = {} if state is None else {item.id: item for item in state.items}
     upserts = [
         Upsert(item, vectors.get(item.id))
         for item in plan.folder_items
-        if item.id in vectors or previous.get(item.id) != item
+        if item.id in vectors or item.id in plan.staged or previous.get(item.id) != item
     ]
     upserts += kept_changes(plan.kept, previous, store, encoder, plan.reset)
     removals = [] if plan.reset else plan.removals
-    model = model_info(encoder, checkpoint)
-    return ChangeSet(upserts, removals, model=model, images_root=str(images.resolve()), reset=plan.reset)
+    return ChangeSet(upserts, removals, model=model, images_root=root, reset=plan.reset)
+
+
+def _encode_and_stage(
+    plan: _Plan, store: CatalogStore, encoder: Encoder, batch_size: int, model: ModelInfo, root: str
+) -> dict[str, np.ndarray]:
+    """The vectors of `plan.encode`, STAGE_SIZE images at a time, each batch handed to the store to stage."""
+    items = {item.id: item for item in plan.folder_items}
+    ids, vectors = list(plan.encode), {}
+    for start in range(0, len(ids), STAGE_SIZE):
+        chunk = ids[start : start + STAGE_SIZE]
+        batch = dict(zip(chunk, encoder.encode_catalog({i: plan.encode[i] for i in chunk}, batch_size), strict=True))
+        store.stage(ChangeSet([Upsert(items[i], v) for i, v in batch.items()], model=model, images_root=root))
+        vectors.update(batch)
+    return vectors
 
 
 def model_info(encoder: Encoder, checkpoint: Path) -> ModelInfo:

@@ -16,7 +16,7 @@ from fashionrec.errors import UserError
 from fashionrec.index.categories import UNKNOWN
 from fashionrec.index.images import DEFAULT_LIMITS, ImageLimits, decode_image, image_suffix
 from fashionrec.index.items import Item, check_id, parse_categories, parse_product
-from fashionrec.index.store import CatalogStore, ChangeSet, DuplicateItem, UnknownItem, Upsert
+from fashionrec.index.store import CatalogStore, ChangeSet, UnknownItem, Upsert, duplicate_item
 
 EncodeImages = Callable[[Sequence[Image.Image]], np.ndarray]
 
@@ -67,7 +67,7 @@ class CatalogEditor:
             self.store.item(item_id)
         except UnknownItem:
             return
-        raise DuplicateItem(f"the catalog already has an item with id {item_id[:200]!r}")
+        raise duplicate_item(item_id)
 
     def _picture(self, item_id: str, data: bytes) -> tuple[Item, np.ndarray]:
         """The item record of an uploaded image (kept by the catalog as `<sha256>.<ext>`), and its vector."""

@@ -10,7 +10,11 @@ import numpy as np
 from PIL import Image
 
 
-def same_model(encoder: Encoder, built: str) -> bool:
+class Fingerprinted(Protocol):
+    fingerprint: str
+
+
+def same_model(encoder: Fingerprinted, built: str) -> bool:
     """Whether an index's recorded fingerprint is this encoder's (or what an earlier release recorded for
     the same model: `former_fingerprint`, where the encoder has one)."""
     return built == encoder.fingerprint or built == getattr(encoder, "former_fingerprint", None)

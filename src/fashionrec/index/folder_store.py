@@ -38,13 +38,14 @@ from fashionrec.index.store import (
     CatalogDamaged,
     CatalogState,
     ChangeSet,
-    DuplicateItem,
     Hit,
     ModelInfo,
     StoreOptions,
     StoreUnavailable,
     UnknownItem,
+    duplicate_item,
     no_image,
+    unknown_item,
 )
 
 LOCK = ".write.lock"
@@ -124,7 +125,7 @@ class FolderStore:
     def item(self, item_id: str) -> Item:
         item = self._current().searcher.get(item_id)
         if item is None:
-            raise UnknownItem(f"no catalog item with id {item_id[:200]!r}")
+            raise unknown_item(item_id)
         return item
 
     def ids_with_content(self, sha256: str) -> list[str]:
@@ -228,6 +229,12 @@ class FolderStore:
                     notes.append(f"{e.problem}: it is built again from the vectors")
             return CatalogState(manifest.model(), manifest.images_root, manifest.items, reusable, tuple(notes))
 
+    def staged(self, fingerprint: str, preprocess_key: str) -> frozenset[str]:
+        return frozenset()
+
+    def stage(self, changes: ChangeSet) -> None:
+        """A folder build writes its files at the end; a rerun encodes again (from the preprocessing cache)."""
+
     def apply(self, changes: ChangeSet) -> dict[str, Any]:
         """New data files first, then the manifest (the commit point), then the new version in use; an
         error before the manifest is written leaves the catalog as it was."""
@@ -242,8 +249,7 @@ class FolderStore:
             kept = [row for row, item in enumerate(items) if item.id not in fresh]
             if kept:
                 old = _vectors(self.folder, base)
-                old_rows = {item.id: row for row, item in enumerate(base.items)}
-                vectors[kept] = old[[old_rows[items[row].id] for row in kept]]
+                vectors[kept] = old[_stored_rows(base, [items[row] for row in kept])]
             for row, item in enumerate(items):
                 if item.id in fresh:
                     vectors[row] = fresh[item.id]
@@ -311,24 +317,37 @@ class FolderStore:
 def _merge(base: Manifest | None, changes: ChangeSet) -> tuple[list[Item], dict[str, np.ndarray], dict[str, bytes]]:
     """(the new item table in id order, new vectors by id, upload bytes by file name)."""
     table = {} if base is None or changes.reset else {item.id: item for item in base.items}
+    contents = {item.sha256 for item in table.values() if item.has_image}
     for item_id in changes.removals:
         if table.pop(item_id, None) is None:
-            raise UnknownItem(f"no catalog item with id {item_id[:200]!r}")
+            raise unknown_item(item_id)
     fresh, uploads = {}, {}
     for change in changes.upserts:
         item_id = change.item.id
         if change.must_exist is True and item_id not in table:
-            raise UnknownItem(f"no catalog item with id {item_id[:200]!r}")
+            raise unknown_item(item_id)
         if change.must_exist is False and item_id in table:
-            raise DuplicateItem(f"the catalog already has an item with id {item_id[:200]!r}")
-        if change.vector is None and item_id not in table:
-            raise ValueError(f"item {item_id!r} is new to the catalog: its change needs a vector")
+            raise duplicate_item(item_id)
+        if change.vector is None and change.item.sha256 not in contents:
+            raise ValueError(f"item {item_id!r}: its image is new to the catalog, so its change needs a vector")
         table[item_id] = change.item
         if change.vector is not None:
             fresh[item_id] = np.asarray(change.vector, np.float32)
         if change.image is not None:
             uploads[change.item.path] = change.image
     return sorted(table.values(), key=lambda item: item.id), fresh, uploads
+
+
+def _stored_rows(base: Manifest, items: list[Item]) -> list[int]:
+    """The stored vectors upserts without one keep: each item's own, or (new image content) that of an
+    item with the same image."""
+    by_id = {stored.id: row for row, stored in enumerate(base.items)}
+    by_content = {stored.sha256: row for row, stored in enumerate(base.items) if stored.has_image}
+    rows = []
+    for item in items:
+        row = by_id.get(item.id)
+        rows.append(row if row is not None and base.items[row].sha256 == item.sha256 else by_content[item.sha256])
+    return rows
 
 
 def _vectors(folder: Path, manifest: Manifest) -> np.ndarray:

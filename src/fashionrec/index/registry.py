@@ -1,5 +1,8 @@
 """Where a catalog location leads. Each kind of store is one module and one entry in `STORES`: a folder
-path opens a `FolderStore`; a URL opens the kind that claims its scheme (`postgresql://...`)."""
+path opens a `FolderStore`; a URL opens the kind that claims its scheme (`postgresql://...`).
+
+The stores are imported only when opened, so the command line can check a location's scheme while it is
+parsed without loading any of them."""
 
 from __future__ import annotations
 
@@ -7,10 +10,13 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from fashionrec.errors import UserError
-from fashionrec.index.store import CatalogStore, StoreOptions
+
+if TYPE_CHECKING:
+    from fashionrec.index.store import CatalogStore, StoreOptions
 
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -27,7 +33,14 @@ class StoreKind:
     schemes: tuple[str, ...] = ()
 
 
-STORES = (StoreKind("folder", "fashionrec.index.folder_store:FolderStore"),)
+STORES = (
+    StoreKind("folder", "fashionrec.index.folder_store:FolderStore"),
+    StoreKind("postgres", "fashionrec.index.postgres.store:PostgresCatalog", ("postgresql", "postgres")),
+)
+
+
+def is_url(location: str | Path) -> bool:
+    return _URL.match(str(location)) is not None
 
 
 def store_kind(location: str | Path) -> StoreKind:
@@ -40,9 +53,21 @@ def store_kind(location: str | Path) -> StoreKind:
     raise UserError(f"no catalog store takes {redact(str(location))!r}: give a folder, or a URL of: {known}")
 
 
+def check_url(location: str) -> str:
+    """A URL some store takes, with a host part that parses (a port that is a number); for the command line."""
+    store_kind(location)
+    try:
+        urlsplit(location).port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError as e:
+        raise UserError(f"invalid catalog URL {redact(location)!r}: {e}") from None
+    return location
+
+
 def open_catalog(location: str | Path, options: StoreOptions | None = None, *, create: bool = False) -> CatalogStore:
     """The store at `location`; UserError when there is none (unless `create`), StoreUnavailable when it
     cannot be reached, CatalogDamaged when what it holds fails its checks."""
+    from fashionrec.index.store import StoreOptions
+
     module, _, name = store_kind(location).target.partition(":")
     store_class = getattr(importlib.import_module(module), name)
     return store_class.open(str(location), options or StoreOptions(), create=create)
@@ -57,8 +82,12 @@ def redact(location: str) -> str:
     """A URL without its password, for messages and logs."""
     if not _URL.match(location):
         return location
-    parts = urlsplit(location)
-    if parts.password is None:
+    try:
+        parts = urlsplit(location)
+        password = parts.password
+    except ValueError:  # not even a URL: hide all that could be a password
+        return location.split("://", 1)[0] + "://***"
+    if not password:
         return location
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

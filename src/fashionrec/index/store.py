@@ -47,6 +47,15 @@ class DuplicateItem(UserError):
     """Adding an id the catalog already holds: the server answers 409."""
 
 
+def unknown_item(item_id: str) -> UnknownItem:
+    """The one wording every store uses."""
+    return UnknownItem(f"no catalog item with id {item_id[:200]!r}")
+
+
+def duplicate_item(item_id: str) -> DuplicateItem:
+    return DuplicateItem(f"the catalog already has an item with id {item_id[:200]!r}")
+
+
 class Hit(NamedTuple):
     item: Item
     score: float
@@ -76,11 +85,11 @@ class CatalogState:
 
 @dataclass(frozen=True)
 class Upsert:
-    """Add or replace one item. `vector` None keeps the stored vector (a change of fields only). `image`:
-    bytes the catalog keeps as the item's picture (an upload; `item.path` is `<sha256>.<ext>`); None keeps
-    what it has, or for a folder item reads the file under the images root; a "vector" item has no image
-    at all. `must_exist`: True for an update (UnknownItem when absent), False for an add (DuplicateItem when
-    present), None for builds."""
+    """Add or replace one item. `vector` None keeps the stored vector (a change of fields only), or takes
+    the one a build staged for the item's image content (`CatalogStore.staged`). `image`: the picture's
+    bytes (an upload: the catalog keeps them, `item.path` is `<sha256>.<ext>`); None keeps what the catalog
+    has, or reads the file under the images root; a "vector" item has no image at all. `must_exist`: True
+    for an update (UnknownItem when absent), False for an add (DuplicateItem when present), None for builds."""
 
     item: Item
     vector: np.ndarray | None = None
@@ -109,8 +118,9 @@ class StoreOptions:
     backend: str | None = None
     url: str | None = None  # qdrant: server URL or local-mode folder
     collection: str | None = None  # qdrant collection
-    approx_threshold: int | None = None  # faiss: above this many items, try IVF
+    approx_threshold: int | None = None  # faiss: above this many items, try IVF; postgres: use HNSW
     qdrant_api_key: str | None = None  # never written anywhere
+    catalog: str | None = None  # postgres: the catalog's name (its table set) in the database
 
 
 class CatalogStore(Protocol):
@@ -167,6 +177,15 @@ class CatalogStore(Protocol):
         """What a build plans against (None: an empty location); CatalogDamaged when even the item table is
         unreadable (the build then starts over from the images)."""
 
+    def staged(self, fingerprint: str, preprocess_key: str) -> frozenset[str]:
+        """Image contents (sha256) whose vectors of this model a build staged (`stage`) but never applied,
+        because it was killed: the next build need not encode them. Empty for stores that do not stage."""
+
+    def stage(self, changes: ChangeSet) -> None:
+        """Keep the vectors a build has encoded so far (upserts with vectors; `model` and `images_root`
+        set), out of readers' sight, where a rerun finds them should this build not finish. Nothing is
+        applied. A no-op for stores whose builds start over."""
+
     def apply(self, changes: ChangeSet) -> dict[str, Any]:
         """Make the change, all or nothing, and use the new version at once; returns a description of the
         store after it (`{"kind": ..., ...}`) for the build summary."""
@@ -194,6 +213,15 @@ def check_encoder(model: ModelInfo, encoder: Encoder, location: str) -> None:
         raise UserError(
             f"the index at {location} was built with other preprocessing ({model.preprocess['config']}); "
             "rebuild it with `fashionrec index --rebuild`"
+        )
+
+
+def check_same_model(stored: ModelInfo, given: Encoder | ModelInfo, location: str) -> None:
+    """A build or a change must not mix vectors of two models in one catalog."""
+    if not same_model(given, stored.fingerprint) or stored.preprocess["key"] != given.preprocess["key"]:
+        raise UserError(
+            f"{location} was built with another checkpoint or preprocessing "
+            f"({stored.checkpoint}, {stored.preprocess['config']}); pass --rebuild to re-encode every image"
         )
 
 

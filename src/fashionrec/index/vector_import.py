@@ -16,7 +16,6 @@ from fashionrec.errors import UserError
 from fashionrec.index import categories as category_sources
 from fashionrec.index.build import (
     BuildReport,
-    check_same_model,
     kept_changes,
     kept_items,
     load_encoder,
@@ -29,7 +28,7 @@ from fashionrec.index.items import Item, Product
 from fashionrec.index.mongo_export import MongoExport, read_mongo_export
 from fashionrec.index.registry import open_catalog
 from fashionrec.index.scan import file_sha256
-from fashionrec.index.store import ChangeSet, StoreOptions, Upsert
+from fashionrec.index.store import ChangeSet, StoreOptions, Upsert, check_same_model
 from fashionrec.options import DEFAULT_CACHE_DIR, DEFAULT_DEVICE
 from fashionrec.paths import existing_folder
 
@@ -69,7 +68,7 @@ def import_catalog(
             encoder = load_encoder(checkpoint, cache_dir, device, text_model, preprocess)
         exported.check_dim(encoder.dim, checkpoint)
         if state is not None and not rebuild:
-            check_same_model(state.model, encoder, out)
+            check_same_model(state.model, encoder, store.location)
         previous = {} if state is None else {item.id: item for item in state.items}
         reset = rebuild or state is None or not state.vectors_reusable
         kept = kept_items(previous, ("upload",), (), given, products, reset, out)

@@ -12,7 +12,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fashionrec.errors import UserError
-from fashionrec.index.postgres.errors import first_line
+from fashionrec.index.postgres.errors import first_line, without_password
+from fashionrec.index.store import StoreUnavailable
 
 MIN_SERVER = 130000  # PostgreSQL 13, as server_version_num counts
 MIN_PGVECTOR = (0, 8, 0)  # iterative index scans (hnsw.iterative_scan); HNSW itself came in 0.5
@@ -43,13 +44,15 @@ def describe(url: str) -> str:
 
 
 def connect(url: str, application: str) -> psycopg.Connection:
-    """One connection in autocommit mode, or a one-line UserError saying why there is none."""
+    """One connection in autocommit mode, or a one-line error saying why there is none (StoreUnavailable
+    for a server that cannot be reached or refuses the credentials)."""
     try:
         return psycopg.connect(url, application_name=application, **OPTIONS)
     except psycopg.ProgrammingError as e:  # libpq could not parse the URL
-        raise UserError(f"invalid database URL: {first_line(e)}") from None
+        raise UserError(f"invalid database URL: {without_password(first_line(e), url)}") from None
     except psycopg.Error as e:
-        raise UserError(f"cannot connect to the catalog database {describe(url)}: {first_line(e)}") from None
+        message = without_password(first_line(e), url)
+        raise StoreUnavailable(f"cannot connect to the catalog database {describe(url)}: {message}") from None
 
 
 def check_server(conn: psycopg.Connection, where: str) -> str:
@@ -111,5 +114,5 @@ def open_pool(url: str, where: str, vector_schema: str, size: int, timeout: floa
     try:
         pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
     except PoolTimeout:
-        raise UserError(f"cannot open connections to the catalog database {where}") from None
+        raise StoreUnavailable(f"cannot open connections to the catalog database {where}") from None
     return pool

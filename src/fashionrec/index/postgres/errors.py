@@ -1,37 +1,33 @@
-"""What can go wrong with a catalog database, as exceptions the CLI and the server tell apart."""
+"""How database failures reach the user: the store interface's `StoreUnavailable` for a database that cannot
+be reached now, one line for everything else, never a password."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from fashionrec.errors import UserError
-
-
-class StoreUnavailable(UserError):
-    """The database cannot be reached right now (down, restarting, network lost). The CLI prints it as one
-    line; a server answers 503 and keeps going, as the pool reconnects by itself once it is back."""
-
-
-class NoSuchItem(UserError):
-    """An item id the catalog does not hold (a server answers 404)."""
-
-
-def no_such_item(item_id: str, label: str) -> NoSuchItem:
-    return NoSuchItem(f"no item with id {item_id[:200]!r} in the {label}")
-
-
-class ItemExists(UserError):
-    """Adding an item whose id the catalog already holds (a server answers 409)."""
+from fashionrec.index.store import StoreUnavailable
 
 
 def first_line(error: BaseException) -> str:
     """libpq's messages run over several lines (hints, the socket tried); one is enough for a user."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def without_password(text: str, url: str) -> str:
+    """`text` with the URL's password (as written and decoded) replaced by ***."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
 
 
 @contextmanager

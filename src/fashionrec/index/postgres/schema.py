@@ -3,7 +3,8 @@
 - `catalog_meta`: one row; what built the catalog (model fingerprint, preprocessing, dimension), its
   search settings, the number of items per category, and `version`, bumped by every transaction that
   changes the catalog.
-- `items`: one row per product: categories, product fields, the image's sha256, the file it came from,
+- `items`: one row per product: categories, product fields, the image's sha256 (none for an item
+  imported by its vector alone), where the image came from (a file under the images root, an upload),
   and the vector (`vector(dim)`; an HNSW index above the size threshold).
 - `images`: image bytes by content hash (identical pictures are stored once).
 - `pending`: vectors a build has encoded but not yet committed, by model and content hash, so a build
@@ -12,29 +13,17 @@
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 from psycopg import sql
 
 from fashionrec.errors import UserError
+from fashionrec.index.items import SOURCES
+from fashionrec.index.postgres.names import check_name
 
-LAYOUT = 1  # the version of this table layout, recorded in catalog_meta
-DEFAULT_CATALOG = "fashionrec"
+LAYOUT = 2  # the version of this table layout, recorded in catalog_meta (2: items keep their source)
 ITEMS, NEXT_ITEMS = "items", "items_next"
 # Index names are relation names, unique within the schema: a rebuilt table's are renamed with it.
 INDEX_SUFFIXES = ("pkey", "categories", "image", "embedding")
-_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-
-
-def check_name(name: str) -> str:
-    """A catalog name is a schema name; plain lower-case identifiers only, so it reads the same in psql."""
-    if not _NAME.fullmatch(name) or name.startswith("pg_"):
-        raise UserError(
-            f"invalid catalog name {name[:80]!r}: use 1 to 63 lower-case letters, digits and underscores, "
-            "starting with a letter or underscore (not pg_)"
-        )
-    return name
 
 
 class Tables:
@@ -109,7 +98,7 @@ def exists(conn: psycopg.Connection, tables: Tables, name: str) -> bool:
 
 
 def check_layout(conn: psycopg.Connection, tables: Tables) -> None:
-    """A catalog written by a newer fashionrec may hold what this one would misread."""
+    """A catalog of another table layout would be misread."""
     if not exists(conn, tables, "catalog_meta"):
         return
     layout = conn.execute(sql.SQL("SELECT layout FROM {}").format(tables.meta)).fetchone()[0]
@@ -117,6 +106,11 @@ def check_layout(conn: psycopg.Connection, tables: Tables) -> None:
         raise UserError(
             f"catalog {tables.schema!r} has table layout {layout}, newer than this fashionrec reads ({LAYOUT}); "
             "upgrade fashionrec"
+        )
+    if layout < LAYOUT:
+        raise UserError(
+            f"catalog {tables.schema!r} has table layout {layout} of an earlier fashionrec; drop it "
+            f"(DROP SCHEMA {tables.schema} CASCADE) and build it again"
         )
 
 
@@ -134,15 +128,17 @@ def create_items(conn: psycopg.Connection, tables: Tables, name: str, dim: int) 
                 currency text,
                 url text,
                 attributes jsonb NOT NULL DEFAULT '{{}}',
-                image_sha256 text NOT NULL REFERENCES {images},
-                path text,
-                size bigint,
-                mtime_ns bigint,
+                image_sha256 text REFERENCES {images},
+                path text NOT NULL,
+                size bigint NOT NULL,
+                mtime_ns bigint NOT NULL,
+                source text NOT NULL CHECK (source IN ({sources})),
                 embedding vector({dim}) NOT NULL)"""
         ).format(
             table=t.table(name),
             pkey=sql.Identifier(f"{name}_pkey"),
             images=t.images,
+            sources=sql.SQL(", ").join(map(sql.Literal, SOURCES)),
             dim=sql.Literal(int(dim)),
         )
     )

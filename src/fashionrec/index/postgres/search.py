@@ -22,9 +22,10 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from fashionrec.index.postgres.records import COLUMNS, item_from_row
 from fashionrec.index.postgres.schema import Tables
+from fashionrec.index.store import Hit
 
-Hit = tuple[str, float]
 # An exact scan of 768-d vectors costs about 5 us a row on the development machine (470 to 500 ms at
 # 100,000, benchmarks/bench_pgvector.py; pgvector reads each vector from TOAST), so 10,000 rows take
 # about what a FAISS flat scan takes at FAISS's own threshold of 100,000 (20 to 50 ms); HNSW answers in
@@ -55,7 +56,7 @@ def search(
     exclude: Collection[str] = (),
     category: str | None = None,
 ) -> list[list[Hit]]:
-    """Top-`k` (id, inner product) per query row, best first, never an id in `exclude`; with `category`,
+    """Top-`k` (item, inner product) per query row, best first, never an id in `exclude`; with `category`,
     only that category's items. Runs in one transaction: every query sees the same catalog."""
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     results = []
@@ -78,7 +79,7 @@ def search(
                 _settings(conn, EXACT)
                 rows = conn.execute(_statement(tables, True, bool(exclude), False), {**params, "q": query}).fetchall()
                 _settings(conn, APPROXIMATE)
-            results.append([(item_id, -float(distance)) for item_id, distance in rows])
+            results.append([Hit(item_from_row(row[:-1]), -float(row[-1])) for row in rows])
     return results
 
 
@@ -104,11 +105,16 @@ def _statement(tables: Tables, by_category: bool, excluding: bool, approximate: 
         where.append(sql.SQL("categories @> ARRAY[%(category)s::text]"))
     if excluding:
         where.append(sql.SQL("NOT (id = ANY(%(exclude)s::text[]))"))
+    columns = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
     nearest = sql.SQL(
-        "SELECT id, embedding <#> %(q)s AS distance FROM {items} WHERE {where} ORDER BY distance{tie} LIMIT %(k)s"
+        "SELECT {columns}, embedding <#> %(q)s AS distance FROM {items} WHERE {where} "
+        "ORDER BY distance{tie} LIMIT %(k)s"
     )
+    parts = {"columns": columns, "items": tables.items, "where": sql.SQL(" AND ").join(where)}
     if not approximate:
-        return nearest.format(items=tables.items, where=sql.SQL(" AND ").join(where), tie=sql.SQL(", id"))
+        return nearest.format(**parts, tie=sql.SQL(", id"))
     # The index alone must order the inner query; the outer one sorts what the relaxed walk found.
-    inner = nearest.format(items=tables.items, where=sql.SQL(" AND ").join(where), tie=sql.SQL(""))
-    return sql.SQL("WITH found AS MATERIALIZED ({}) SELECT id, distance FROM found ORDER BY distance, id").format(inner)
+    inner = nearest.format(**parts, tie=sql.SQL(""))
+    return sql.SQL("WITH found AS MATERIALIZED ({}) SELECT {}, distance FROM found ORDER BY distance, id").format(
+        inner, columns
+    )

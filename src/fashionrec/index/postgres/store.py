@@ -1,10 +1,15 @@
-"""A catalog in a PostgreSQL database with pgvector: everything a folder index holds (model fingerprint,
-preprocessing, items and their categories), plus product fields, image bytes and vectors, shared by
-every server that opens it."""
+"""A catalog in a PostgreSQL database with pgvector, as a `CatalogStore`: everything a folder index holds
+(model fingerprint, the full preprocessing settings, items and their categories), plus product fields,
+image bytes and vectors, shared by every server that opens it.
+
+Reads go to the database each time, through a pool that reconnects by itself: any server sees a change
+committed by any other at its next request. `refresh` is one primary-key read of the catalog's version."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+import hashlib
+import logging
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,47 +19,84 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from fashionrec.errors import UserError
-from fashionrec.index.postgres import edit, schema
-from fashionrec.index.postgres.build import Build
-from fashionrec.index.postgres.connection import check_server, connect, describe, open_pool, prepare
-from fashionrec.index.postgres.errors import first_line, no_such_item, reachable
-from fashionrec.index.postgres.records import COLUMNS, CatalogInfo, ItemRecord, ModelStamp, StoredImage
-from fashionrec.index.postgres.search import APPROX_THRESHOLD, Hit, search
-from fashionrec.index.postgres.writes import check_model, read_meta
+from fashionrec.index.items import Item
+from fashionrec.index.postgres import schema
+from fashionrec.index.postgres.build import BuildSession
+from fashionrec.index.postgres.changes import apply_changes
+from fashionrec.index.postgres.connection import check_server, connect, describe, open_pool
+from fashionrec.index.postgres.errors import first_line, reachable
+from fashionrec.index.postgres.names import DEFAULT_CATALOG, check_name
+from fashionrec.index.postgres.records import COLUMNS, item_from_row, model_key
+from fashionrec.index.postgres.search import search
+from fashionrec.index.postgres.writes import Meta, not_built, read_meta
+from fashionrec.index.registry import redact
+from fashionrec.index.store import (
+    CatalogDamaged,
+    CatalogState,
+    ChangeSet,
+    Hit,
+    ModelInfo,
+    StoreOptions,
+    StoreUnavailable,
+    UnknownItem,
+    no_image,
+    unknown_item,
+)
 
 POOL_SIZE = 8
 POOL_TIMEOUT_S = 5.0  # how long a request waits for a connection; while the database is down, its 503 comes after this
+log = logging.getLogger(__name__)
 
 
 class PostgresCatalog:
-    """One catalog (a schema named `name`) in the database at `url`. Safe to share between threads:
-    each call borrows a pooled connection. Reads see every change committed before them, by any process;
-    `version()` is the cheap way to ask whether anything changed since some earlier read."""
+    """One catalog (a schema named `options.catalog`, default "fashionrec") in the database at a URL. Safe to
+    share between threads: each call borrows a pooled connection. A build's writes (`staged`, `stage`,
+    `apply` with a model) go through a connection of their own that holds the catalog's build lock."""
 
-    def __init__(self, url: str, name: str, pool: ConnectionPool, vector_schema: str) -> None:
+    kind = "postgres"
+
+    def __init__(self, url: str, name: str, pool: ConnectionPool, vector_schema: str, threshold: int | None) -> None:
         self.url = url
         self.tables = schema.Tables(name)
         self.where = describe(url)
         self.label = f"catalog {name!r} in the database {self.where}"
+        self.location = redact(url) if name == DEFAULT_CATALOG else f"{redact(url)} (catalog {name})"
         self.pool = pool
         self._vector_schema = vector_schema
+        self._threshold = threshold  # a build's size threshold for HNSW (None: the catalog's)
+        self._seen: Meta | None = None  # the catalog as the last refresh found it
+        self._refused: tuple[int, str] | None = None  # (version, why) of a catalog `accept` refused
+        self._build: BuildSession | None = None
 
     @classmethod
     def open(
-        cls, url: str, name: str = schema.DEFAULT_CATALOG, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT_S
+        cls, location: str, options: StoreOptions, create: bool = False, *, timeout: float = POOL_TIMEOUT_S
     ) -> PostgresCatalog:
-        """Connect, check the server (PostgreSQL 13+, pgvector 0.8+, created in the database if missing)
-        and the catalog's table layout, and open the pool. A catalog need not exist yet (a build creates
-        it); `info()` says whether it does. Any failure here is a one-line UserError."""
-        schema.check_name(name)
-        with connect(url, "fashionrec") as conn:
-            where = describe(url)
+        """Connect, check the server (PostgreSQL 13+, pgvector 0.8+, created in the database if missing) and
+        the catalog's table layout, and open the pool; with `create`, the catalog need not be built yet.
+        Any failure here is one line (StoreUnavailable when the database cannot be reached)."""
+        if options.backend or options.url or options.collection:
+            raise UserError(
+                "--backend, --url and --collection choose the vector index of an index folder; "
+                "a catalog in PostgreSQL searches with pgvector"
+            )
+        name = check_name(options.catalog or DEFAULT_CATALOG)
+        where = describe(location)
+        with connect(location, "fashionrec") as conn:
             try:
                 vector_schema = check_server(conn, where)
                 schema.check_layout(conn, schema.Tables(name))
             except psycopg.Error as e:
                 raise UserError(f"cannot read the catalog database {where}: {first_line(e)}") from None
-        return cls(url, name, open_pool(url, where, vector_schema, pool_size, timeout), vector_schema)
+        pool = open_pool(location, where, vector_schema, POOL_SIZE, timeout)
+        store = cls(location, name, pool, vector_schema, options.approx_threshold)
+        try:
+            if not create:
+                store._seen = store._built()
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -62,85 +104,63 @@ class PostgresCatalog:
             try:
                 yield conn
             except psycopg.errors.UndefinedTable:
-                raise UserError(f"there is no {self.label}; build one with `fashionrec index`") from None
+                raise not_built(self.label) from None
 
-    # Reading
-
-    def info(self) -> CatalogInfo:
-        """What built the catalog and how it is searched; UserError when it has not been built."""
-        with self._connection() as conn, conn.transaction():
-            meta = read_meta(conn, self.tables)
-            count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.tables.items)).fetchone()[0]
-        return CatalogInfo(
-            self.tables.schema,
-            meta.version,
-            meta.fingerprint,
-            meta.checkpoint,
-            meta.preprocess,
-            meta.dim,
-            meta.images_root,
-            meta.approx_threshold,
-            meta.ann or "exact",
-            count,
-        )
-
-    def version(self) -> int:
-        """The catalog's version: one primary-key read, for a server to ask before each request."""
+    def _meta(self) -> Meta:
         with self._connection() as conn:
-            return conn.execute(sql.SQL("SELECT version FROM {}").format(self.tables.meta)).fetchone()[0]
+            return read_meta(conn, self.tables)
 
-    def search(
-        self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
-    ) -> list[list[Hit]]:
-        """Top-`k` (id, score) per query row, best first, never an id in `exclude`; with `category`, only
-        its items (never fewer than it has, up to k). Exact up to the catalog's size threshold, HNSW above."""
-        with self._connection() as conn:
-            return search(conn, self.tables, queries, k, exclude, category)
+    def _built(self) -> Meta:
+        meta = self._meta()
+        if meta.fingerprint is None:
+            raise not_built(self.label)
+        return meta
 
-    def items(self) -> list[ItemRecord]:
-        """Every item, in id order (no vectors, no image bytes)."""
-        with self._connection() as conn:
-            rows = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY id").format(self._columns, self.tables.items))
-            return [ItemRecord.from_row(row) for row in rows]
+    def _current(self) -> Meta:
+        if self._seen is None:
+            raise not_built(self.label)
+        return self._seen
 
-    def item(self, item_id: str) -> ItemRecord:
-        with self._connection() as conn:
-            row = conn.execute(
-                sql.SQL("SELECT {} FROM {} WHERE id = %s").format(self._columns, self.tables.items), (item_id,)
-            ).fetchone()
-        if row is None:
-            raise no_such_item(item_id, self.label)
-        return ItemRecord.from_row(row)
+    # ---- reading ---------------------------------------------------------------------------------------
 
-    def image(self, item_id: str) -> StoredImage:
-        """An item's image bytes, from the database: any server can serve and encode them."""
-        with self._connection() as conn:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT g.data, g.media_type, g.sha256 FROM {items} i JOIN {images} g ON g.sha256 = i.image_sha256 "
-                    "WHERE i.id = %s"
-                ).format(items=self.tables.items, images=self.tables.images),
-                (item_id,),
-            ).fetchone()
-        if row is None:
-            raise no_such_item(item_id, self.label)
-        return StoredImage(bytes(row[0]), row[1], row[2])
+    def model(self) -> ModelInfo:
+        model = self._current().model()
+        assert model is not None  # `_seen` only ever holds a built catalog
+        return model
 
-    def ids_with_content(self, sha256: str) -> list[str]:
-        """Items whose image has exactly these bytes (how an upload of a catalog image is recognised)."""
+    def version(self) -> str:
+        return str(self._current().version)
+
+    def refresh(self, accept: Callable[[ModelInfo], None] | None = None) -> None:
+        """One read of the version; the catalog's settings are read again when it changed. A catalog rebuilt
+        with a model `accept` refuses cannot be served at all (its old vectors are gone): every request then
+        answers StoreUnavailable, until the catalog is built with this server's model again."""
         with self._connection() as conn:
-            rows = conn.execute(
-                sql.SQL("SELECT id FROM {} WHERE image_sha256 = %s ORDER BY id").format(self.tables.items), (sha256,)
-            )
-            return [row[0] for row in rows]
+            version = conn.execute(sql.SQL("SELECT version FROM {}").format(self.tables.meta)).fetchone()[0]
+        if self._seen is not None and self._seen.version == version:
+            return
+        if self._refused is not None and self._refused[0] == version:
+            raise StoreUnavailable(self._refused[1])
+        meta = self._built()
+        if accept is not None:
+            try:
+                accept(meta.model())
+            except StoreUnavailable:
+                raise
+            except UserError as e:
+                self._refused = (meta.version, f"the {self.label} cannot be served by this server: {e}")
+                log.warning("%s", self._refused[1])
+                raise StoreUnavailable(self._refused[1]) from None
+        self._seen, self._refused = meta, None
+
+    def count(self) -> int:
+        with self._connection() as conn:
+            return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.tables.items)).fetchone()[0]
 
     def categories(self) -> dict[str, int]:
-        """Category name -> number of items, by name."""
-        with self._connection() as conn:
-            return dict(sorted(read_meta(conn, self.tables).category_sizes.items()))
+        return dict(sorted(self._meta().category_sizes.items()))
 
-    def page(self, category: str | None, offset: int, limit: int) -> tuple[int, list[ItemRecord]]:
-        """(items in the category or catalog, the `limit` of them from `offset` on, in id order)."""
+    def page(self, category: str | None, offset: int, limit: int) -> tuple[int, list[Item]]:
         where = sql.SQL("categories @> ARRAY[%(category)s::text]") if category is not None else sql.SQL("true")
         params = {"category": category, "offset": offset, "limit": limit}
         with self._connection() as conn, conn.transaction():
@@ -149,74 +169,120 @@ class PostgresCatalog:
             ).fetchone()[0]
             rows = conn.execute(
                 sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY id OFFSET %(offset)s LIMIT %(limit)s").format(
-                    self._columns, self.tables.items, where
+                    _COLUMNS, self.tables.items, where
                 ),
                 params,
             )
-            return total, [ItemRecord.from_row(row) for row in rows]
+            return total, [item_from_row(row) for row in rows]
 
-    @property
-    def _columns(self) -> sql.Composable:
-        return sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    def items(self) -> list[Item]:
+        """Every item, in id order (no vectors, no image bytes)."""
+        with self._connection() as conn:
+            rows = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY id").format(_COLUMNS, self.tables.items))
+            return [item_from_row(row) for row in rows]
 
-    # Changing
+    def item(self, item_id: str) -> Item:
+        with self._connection() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT {} FROM {} WHERE id = %s").format(_COLUMNS, self.tables.items), (item_id,)
+            ).fetchone()
+        if row is None:
+            raise unknown_item(item_id)
+        return item_from_row(row)
 
-    def build(
-        self,
-        model: ModelStamp,
-        *,
-        rebuild: bool = False,
-        images_root: str | None = None,
-        approx_threshold: int | None = None,
-    ) -> Build:
-        """Start a build (a context manager; see `fashionrec.index.postgres.build`). It creates the
-        catalog's tables if needed and takes the catalog's build lock; a catalog built with another model
-        or preprocessing is refused unless `rebuild`, which re-encodes every image (vectors staged by a
-        killed rebuild of the same model excepted). `approx_threshold` (None: the catalog's, or
-        APPROX_THRESHOLD for a new one) is the item count above which searches use HNSW."""
-        conn = connect(self.url, "fashionrec build")
+    def ids_with_content(self, sha256: str) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT id FROM {} WHERE image_sha256 = %s ORDER BY id").format(self.tables.items), (sha256,)
+            )
+            return [row[0] for row in rows]
+
+    def image(self, item: Item) -> bytes:
+        """From the database, so any server can show an item and use it as a reference; checked against
+        its sha256."""
+        if not item.has_image:
+            raise UnknownItem(no_image(item))
+        with self._connection() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT data FROM {} WHERE sha256 = %s").format(self.tables.images), (item.sha256,)
+            ).fetchone()
+        if row is None:
+            raise UnknownItem(f"the image of item {item.id!r} is no longer in the catalog")
+        data = bytes(row[0])
+        if hashlib.sha256(data).hexdigest() != item.sha256:
+            raise CatalogDamaged(f"the image of item {item.id!r} in the {self.label} does not match its sha256")
+        return data
+
+    def image_path(self, item: Item) -> None:
+        """No file: the image is in the database."""
+        return None
+
+    def search(
+        self, queries: np.ndarray, k: int, exclude: Collection[str] = (), category: str | None = None
+    ) -> list[list[Hit]]:
+        """Exact up to the catalog's size threshold, HNSW above (see `fashionrec.index.postgres.search`)."""
+        with self._connection() as conn:
+            return search(conn, self.tables, queries, k, exclude, category)
+
+    def health(self) -> dict[str, Any]:
+        meta = self._built()
+        return {
+            "backend": self.kind,
+            "items": self.count(),
+            "problems": [],
+            "database": self.where,
+            "catalog": self.tables.schema,
+            "search": meta.ann or "exact",
+            "version": meta.version,
+        }
+
+    # ---- writing ---------------------------------------------------------------------------------------
+
+    def state(self) -> CatalogState | None:
         try:
-            with reachable(self.where):
-                prepare(conn, self._vector_schema)
-                if not conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (schema.lock_key("build", self.tables),)
-                ).fetchone()[0]:
-                    raise UserError(f"another build of the {self.label} is running; wait for it to finish")
-                schema.ensure(conn, self.tables, APPROX_THRESHOLD if approx_threshold is None else approx_threshold)
-                meta = read_meta(conn, self.tables)
-            built = meta.fingerprint is not None
-            if built and not rebuild:
-                check_model(meta, model, self.label)
-            threshold = meta.approx_threshold if approx_threshold is None else approx_threshold
-            return Build(conn, self.tables, self.label, self.where, model, rebuild or not built, images_root, threshold)
-        except BaseException:
-            conn.close()
+            meta = self._meta()
+        except StoreUnavailable:
             raise
+        except UserError:  # not built: the schema or its tables are missing
+            return None
+        model = meta.model()
+        if model is None:  # a first build was killed before it committed
+            return None
+        return CatalogState(model, meta.images_root, self.items())
 
-    def add(self, record: ItemRecord, image: bytes, vector: np.ndarray, model: ModelStamp) -> int:
-        """Insert one item (ItemExists if its id is taken; UserError for an image that is not JPEG, PNG or
-        WebP, or a `model` other than the catalog's). Returns the catalog's new version."""
-        with self._connection() as conn:
-            return edit.add(conn, self.tables, self.label, record, image, vector, model)
+    def staged(self, fingerprint: str, preprocess_key: str) -> frozenset[str]:
+        return self._session().staged(model_key(fingerprint, preprocess_key))
 
-    def update(
-        self,
-        item_id: str,
-        changes: Mapping[str, Any] | None = None,
-        *,
-        image: bytes | None = None,
-        vector: np.ndarray | None = None,
-        model: ModelStamp | None = None,
-    ) -> int:
-        """Change fields of one item (keys of `changes`: categories, title, price, currency, url,
-        attributes) and/or its image (with its vector and model). NoSuchItem for an unknown id."""
-        with self._connection() as conn:
-            return edit.update(conn, self.tables, self.label, item_id, changes or {}, image, vector, model)
+    def stage(self, changes: ChangeSet) -> None:
+        self._session().stage(changes)
 
-    def remove(self, item_id: str) -> int:
-        """Delete one item; NoSuchItem for an unknown id. Returns the catalog's new version."""
-        with self._connection() as conn:
-            return edit.remove(conn, self.tables, self.label, item_id)
+    def apply(self, changes: ChangeSet) -> dict[str, Any]:
+        """A build on its locked connection, which it then releases; a single-item change on a pooled one,
+        refused when the catalog was rebuilt with another model since this store last looked."""
+        if changes.model is not None:
+            session = self._session()
+            try:
+                with reachable(self.where):
+                    meta = apply_changes(session.conn, self.tables, self.label, changes, threshold=self._threshold)
+            finally:  # the build is over: its lock goes
+                session.close()
+                self._build = None
+        else:
+            expected = None if self._seen is None else self._seen.model()
+            with self._connection() as conn:
+                meta = apply_changes(conn, self.tables, self.label, changes, expected=expected)
+        self._seen, self._refused = meta, None
+        return {
+            "kind": self.kind,
+            "catalog": self.tables.schema,
+            "search": meta.ann or "exact",
+            "version": meta.version,
+        }
+
+    def _session(self) -> BuildSession:
+        if self._build is None:
+            self._build = BuildSession(self.url, self.tables, self.label, self.where, self._vector_schema)
+        return self._build
 
     def drop(self) -> None:
         """Delete the whole catalog: its schema and everything in it."""
@@ -224,6 +290,9 @@ class PostgresCatalog:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.tables.schema)))
 
     def close(self) -> None:
+        if self._build is not None:
+            self._build.close()
+            self._build = None
         self.pool.close()
 
     def __enter__(self) -> PostgresCatalog:
@@ -231,3 +300,6 @@ class PostgresCatalog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))

@@ -1,6 +1,6 @@
 """What the transactions that change a catalog share: the version bump that is the catalog's write
-lock, the model check, keeping the HNSW index and the category sizes in step with the items, and
-storing and dropping image bytes."""
+lock, keeping the HNSW index and the category sizes in step with the items, and storing and dropping
+image bytes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from psycopg import sql
 
 from fashionrec.errors import UserError
 from fashionrec.index.postgres import schema
-from fashionrec.index.postgres.records import ModelStamp
 from fashionrec.index.postgres.schema import Tables
+from fashionrec.index.store import ModelInfo
 
 
 class Meta(NamedTuple):
@@ -26,6 +26,12 @@ class Meta(NamedTuple):
     approx_threshold: int
     ann: str | None
     category_sizes: dict[str, int]
+
+    def model(self) -> ModelInfo | None:
+        """What built the catalog: None until its first build commits."""
+        if self.fingerprint is None:
+            return None
+        return ModelInfo(self.fingerprint, self.checkpoint or "", dict(self.preprocess or {}), int(self.dim or 0))
 
 
 FIELDS = sql.SQL(", ").join(map(sql.Identifier, Meta._fields))
@@ -44,20 +50,6 @@ def bump(conn: psycopg.Connection, tables: Tables) -> Meta:
     if row is None:
         raise UserError(f"catalog {tables.schema!r} has no catalog_meta row; rebuild it")
     return Meta(*row)
-
-
-def check_model(meta: Meta, model: ModelStamp, label: str) -> None:
-    """Vectors of another model or preprocessing live in another space: never mix them in one catalog."""
-    if meta.fingerprint is None:
-        return
-    if meta.fingerprint != model.fingerprint or (meta.preprocess or {}).get("key") != model.preprocess["key"]:
-        config = (meta.preprocess or {}).get("config")
-        raise UserError(
-            f"the {label} was built with another checkpoint or preprocessing "
-            f"({meta.checkpoint}, fingerprint {meta.fingerprint[:12]}, {config}), not this one "
-            f"({model.checkpoint or 'given'}, fingerprint {model.fingerprint[:12]}); "
-            "pass --rebuild to re-encode every image"
-        )
 
 
 def not_built(label: str) -> UserError:
@@ -84,16 +76,16 @@ def settle(conn: psycopg.Connection, tables: Tables, threshold: int, has_index: 
     return ann
 
 
-def drop_unused_images(conn: psycopg.Connection, tables: Tables, sha256: str | None = None) -> None:
-    """Image bytes neither an item nor a staged vector refers to (only `sha256`'s, when given)."""
-    only = sql.SQL("g.sha256 = %(sha)s AND") if sha256 is not None else sql.SQL("")
+def drop_unused_images(conn: psycopg.Connection, tables: Tables, only: Sequence[str] | None = None) -> None:
+    """Image bytes neither an item nor a staged vector refers to (of the contents `only`, when given)."""
+    among = sql.SQL("g.sha256 = ANY(%(only)s) AND") if only is not None else sql.SQL("")
     conn.execute(
         sql.SQL(
-            "DELETE FROM {images} g WHERE {only} "
+            "DELETE FROM {images} g WHERE {among} "
             "NOT EXISTS (SELECT 1 FROM {items} i WHERE i.image_sha256 = g.sha256) "
             "AND NOT EXISTS (SELECT 1 FROM {pending} p WHERE p.sha256 = g.sha256)"
-        ).format(images=tables.images, only=only, items=tables.items, pending=tables.pending),
-        {"sha": sha256},
+        ).format(images=tables.images, among=among, items=tables.items, pending=tables.pending),
+        {"only": None if only is None else list(only)},
     )
 
 
