@@ -3,11 +3,11 @@ trains, saves, loads and indexes like the built-in ones; configs keep every fiel
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import pytest
-import toy_family
 
 from fashionrec.cli.main import build_parser, main
 from fashionrec.errors import UserError
@@ -17,12 +17,13 @@ from fashionrec.model.families.original import OriginalFamily
 from fashionrec.model.registry import family_of, preset_names, unregister
 
 
-@pytest.fixture(scope="module", autouse=True)
-def toy_family_registered():
-    """toy_family registered itself on import; it leaves with this module, so the tests after it in the same
-    process see the built-in families only."""
-    register(toy_family.ToyFamily())
-    yield
+@pytest.fixture(scope="module")
+def toy_family():
+    """tests/model/toy_family.py, imported here (importing it registers the family) and unregistered after this
+    module's tests, so no other test, nor the command-line reference, sees a `toy` preset."""
+    module = importlib.import_module("toy_family")
+    register(module.ToyFamily())  # again, in case an earlier use of the module was unregistered
+    yield module
     unregister("toy")
 
 
@@ -34,7 +35,9 @@ def data_args(data: Path, cache: Path, preset: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_a_family_registered_from_outside_trains_saves_loads_and_indexes(small_data, cache_dir, tmp_path, capsys):
+def test_a_family_registered_from_outside_trains_saves_loads_and_indexes(
+    toy_family, small_data, cache_dir, tmp_path, capsys
+):
     assert "toy" in preset_names()  # the CLI takes it: its choices are read when used
     folders = ["--path-file", str(small_data), "--path-folder", str(small_data / "images")]
     assert build_parser().parse_args(["train", *folders, "--preset", "toy"]).preset == "toy"
@@ -58,7 +61,7 @@ def test_a_family_registered_from_outside_trains_saves_loads_and_indexes(small_d
     assert len(json.loads(capsys.readouterr().out)["results"]) == 3
 
 
-def test_configs_round_trip_every_field_of_their_family():
+def test_configs_round_trip_every_field_of_their_family(toy_family):
     toy = toy_family.toy()
     toy.width = 7
     again = ModelConfig.from_dict(json.loads(json.dumps(toy.to_dict())))
