@@ -24,7 +24,7 @@ from fashionrec.train.logs import RunLog
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.resume_plan import Saved, plan_resume, resume_settings
 from fashionrec.train.schedule import current_beta1, current_lr, first_schedule
-from fashionrec.train.trainer import Trainer, TrainingStopped
+from fashionrec.train.trainer import Trainer, TrainingStopped, amp_settings, precision_name
 
 
 def use_deterministic_kernels(enabled: bool) -> None:
@@ -155,7 +155,8 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     dist.seed_rank(cfg.seed)  # ranks with a saved RNG state get it back in load_state
     cache = _shared_cache(cfg, data, model.config.image_size, dist)
     cpu_threads = threads if device.type == "cpu" else None
-    plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), cpu_threads)
+    precision = precision_name(amp_settings(device, cfg.mixed_precision).dtype)
+    plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), cpu_threads, precision)
     for warning in plan.warnings:
         say(f"warning: {warning}")
     spec, source = plan.schedule, ckpt.path
