@@ -46,6 +46,7 @@ def state() -> dict:
         seed=0,
         train_config={"preset": "tiny", "crop": "none", "landmarks": "none", "yolo_weights": None, "epochs": 2},
         threads=1,
+        precision="bf16",
     )
 
 
@@ -65,6 +66,7 @@ def test_written_checkpoints_carry_a_digest_and_read_back_verified(state, tmp_pa
     assert raw["format_version"] == FORMAT_VERSION and len(raw[DIGEST_KEY]) == 64
     ckpt = read(tmp_path / "c.pt")
     assert ckpt.epoch == 1 and ckpt.threads == 1 and differences(ckpt, read(tmp_path / "c.pt")) == []
+    assert ckpt.precision == "bf16"
 
 
 def test_preprocessing_is_stored_once_and_travels_with_the_model(state, tmp_path):
@@ -154,7 +156,7 @@ def test_an_unknown_format_version_is_refused_in_one_line(state, tmp_path, capsy
 
 
 def test_files_without_a_digest_load_with_a_note_and_version_1_is_migrated(state, tmp_path):
-    old = {k: v for k, v in state.items() if k not in (DIGEST_KEY, "threads")}
+    old = {k: v for k, v in state.items() if k not in (DIGEST_KEY, "threads", "precision")}
     old["format_version"] = 1
     old["train_config"] = {**old["train_config"], "crop": "yolo", "yolo_weights": "y.pt", "landmarks": "none"}
     torch.save(old, tmp_path / "v1.pt")
@@ -163,6 +165,9 @@ def test_files_without_a_digest_load_with_a_note_and_version_1_is_migrated(state
     assert notes == ["v1.pt carries no content digest (an older file); loaded without an integrity check"]
     assert ckpt.preprocess == {"crop": "yolo", "landmarks": "none", "yolo_weights": "y.pt"}
     assert ckpt.threads is None
+    assert ckpt.precision == "fp32"  # no --mixed-precision in its settings
+    torch.save({**old, "train_config": {**old["train_config"], "mixed_precision": True}}, tmp_path / "amp.pt")
+    assert read(tmp_path / "amp.pt", note=notes.append).precision == "bf16/fp16"  # autocast ran, in one of them
 
 
 def test_a_model_with_non_finite_weights_is_refused(state, tmp_path):

@@ -23,6 +23,7 @@ from train_helpers import MINILM, final_checkpoint, legacy_copy, load
 from fashionrec.model import load_model
 from fashionrec.model.checkpoint_format import read
 from fashionrec.model.original import OriginalFashionVLP
+from fashionrec.train.trainer import cpu_has_native_bf16
 
 pytestmark = pytest.mark.slow  # starts real processes
 
@@ -129,4 +130,8 @@ def test_run_resume_training_sh_continues_their_run(their_file, data_flags, tmp_
         True,
     )
     assert final["global_step"] == PLANNED_STEPS + 1  # 4 triplets in micro-batches of 2, accumulated by 2
+    # Mixed precision is bf16 where the CPU has bf16 arithmetic; elsewhere fp32, said in one line.
+    native = cpu_has_native_bf16()
+    assert final["precision"] == ("bf16" if native else "fp32")
+    assert out.stdout.count("note: --mixed-precision: this CPU has no native bf16 arithmetic") == (0 if native else 1)
     assert set(adam_steps(final["optimizer_state_dict"]).values()) == {3.0}

@@ -1,6 +1,6 @@
-"""--mixed-precision (bf16 autocast on the CPU), --deterministic and --compile keep resume exact: a run
-resumed mid-epoch with the same flag ends bit-identical to the uninterrupted run with it. The epoch has a
-last, smaller batch (90 triplets, batch 8), so a compiled run meets two shapes."""
+"""--mixed-precision (bf16 autocast on a CPU with bf16 arithmetic, fp32 elsewhere), --deterministic and --compile
+keep resume exact: a run resumed mid-epoch with the same flag ends bit-identical to the uninterrupted run with
+it. The epoch has a last, smaller batch (90 triplets, batch 8), so a compiled run meets two shapes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import assert_same_training, final_checkpoint, load, run_cli
+from train_helpers import assert_same_training, final_checkpoint, load, run_cli, run_main, save
 
 from fashionrec.cli.main import main
 from fashionrec.model import checkpoint_format
+from fashionrec.train.trainer import cpu_has_native_bf16
 
 START = "optimized_model_epoch_2_step_2.pt"  # 32 samples into epoch 2
 
@@ -59,12 +60,33 @@ def restore_deterministic_mode() -> Iterator[None]:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
 
 
-def test_mixed_precision_resume_is_bit_identical(reference, train_args, tmp_path):
-    ref = reference("--mixed-precision")
-    assert main(["resume", "--checkpoint", str(copy_start(ref, tmp_path)), *train_args]) == 0
-    assert load(final_checkpoint(tmp_path))["train_config"]["mixed_precision"] is True
-    assert_same_training(final_checkpoint(ref), final_checkpoint(tmp_path))
-    assert differ(final_checkpoint(ref), final_checkpoint(reference()))  # bf16 autocast did run
+def test_mixed_precision_resume_is_bit_identical(reference, train_args, tmp_path, capsys):
+    """On a CPU with bf16 arithmetic --mixed-precision is bf16 autocast; on one without, it trains in fp32 and
+    says so in one line (bf16 there is several times slower). Either way the checkpoint records what ran, and
+    a resumed run equals the uninterrupted one; a checkpoint of the other precision resumes with a warning."""
+    ref, plain = reference("--mixed-precision"), reference()
+    capsys.readouterr()
+    code, out, _ = run_main(capsys, "resume", "--checkpoint", str(copy_start(ref, tmp_path / "same")), *train_args)
+    assert code == 0 and "warning" not in out
+    final = load(final_checkpoint(tmp_path / "same"))
+    assert final["train_config"]["mixed_precision"] is True
+    assert_same_training(final_checkpoint(ref), final_checkpoint(tmp_path / "same"))
+    fallback = "note: --mixed-precision: this CPU has no native bf16 arithmetic"
+    if cpu_has_native_bf16():
+        assert final["precision"] == "bf16" and fallback not in out
+        assert differ(final_checkpoint(ref), final_checkpoint(plain))  # bf16 autocast did run
+    else:
+        assert final["precision"] == "fp32" and out.count(fallback) == 1
+        assert not differ(final_checkpoint(ref), final_checkpoint(plain))  # fp32: the run without the flag
+
+    other = copy_start(ref, tmp_path / "other")  # as if written where --mixed-precision meant the other dtype
+    save(other, {**load(other), "precision": "fp32" if cpu_has_native_bf16() else "bf16"})
+    code, out, _ = run_main(capsys, "resume", "--checkpoint", str(other), *train_args)
+    assert code == 0
+    assert (
+        f"warning: checkpoint was trained in {load(other)['precision']}, this run computes in {final['precision']}"
+        in out
+    )
 
 
 def test_deterministic_resume_is_bit_identical(reference, train_args, tmp_path, restore_deterministic_mode):

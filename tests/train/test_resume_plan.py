@@ -48,9 +48,9 @@ def lr_after(spec: dict, steps: int) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
-def plan(saved: Saved, world_size: int = 1, threads: int | None = 1, **flags):
+def plan(saved: Saved, world_size: int = 1, threads: int | None = 1, precision: str = "fp32", **flags):
     cfg, changed = resume_settings(saved, flags, "ckpts")
-    return cfg, changed, plan_resume(saved, cfg, changed, world_size, TRIPLETS, threads)
+    return cfg, changed, plan_resume(saved, cfg, changed, world_size, TRIPLETS, threads, precision)
 
 
 def test_flags_left_out_keep_the_checkpoints_values_and_the_output_goes_beside_it():
@@ -153,6 +153,17 @@ def test_another_world_size_warns_and_rescales_the_position_in_the_epoch():
 def test_another_cpu_thread_count_warns_that_exactness_needs_the_same():
     assert "pass --threads 1" in plan(saved_run(threads=1), threads=2)[2].warnings[0]
     assert plan(saved_run(threads=1), threads=None)[2].warnings == []  # on a GPU the CPU count does not matter
+
+
+def test_another_precision_warns_that_the_run_is_no_longer_exact():
+    """E.g. a bf16 run resumed on a CPU without native bf16, where --mixed-precision computes in fp32."""
+    (warning,) = plan(saved_run(precision="bf16"), precision="fp32")[2].warnings
+    assert warning.startswith("checkpoint was trained in bf16, this run computes in fp32") and "bit-exact" in warning
+    assert plan(saved_run(precision="bf16"), precision="bf16")[2].warnings == []
+    # Files from before the precision was recorded say only that autocast ran: either dtype resumes them.
+    assert plan(saved_run(precision="bf16/fp16"), precision="fp16")[2].warnings == []
+    (warning,) = plan(saved_run(precision="bf16/fp16"), precision="fp32")[2].warnings
+    assert warning.startswith("checkpoint was trained in bf16/fp16, this run computes in fp32")
 
 
 def test_resuming_a_continuation_schedule_again_keeps_it():

@@ -7,7 +7,8 @@ come first, so its users' tools keep reading ours; the rest is what an exact res
 - none: fashionrec files saved without settings, and foreign files a model family converts on reading
   (the original public system's, for the `original` preset: `model.original_format`);
 - 1: fashionrec's first layout (preprocessing stored in both `train_config` and `model_config`);
-- 2: preprocessing stored once, in `model_config["preprocess"]`; `content_digest`; `threads`.
+- 2: preprocessing stored once, in `model_config["preprocess"]`; `content_digest`; `threads`; later files
+  add `precision` (what the run computed in; older files tell it from their settings, see `Checkpoint`).
 
 The digest covers the content (every tensor's dtype, shape and bytes, and every plain value), not the
 file's bytes: hard-linked best/final files share it, and damage anywhere in the data is caught even where
@@ -159,6 +160,7 @@ def training_state(
     seed: int,
     train_config: dict[str, Any],
     threads: int,
+    precision: str,
     pending_gradients: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The dict a training checkpoint holds (its preprocessing lives in the model config only).
@@ -187,6 +189,7 @@ def training_state(
         },
         "world_size": world_size,
         "threads": threads,
+        "precision": precision,
         "train_config": {k: v for k, v in train_config.items() if k not in PREPROCESS_KEYS},
         "model_config": model.config.to_dict(),
         "tokenizer": model.tokenizer.to_json(),
@@ -269,6 +272,16 @@ class Checkpoint:
     @property
     def threads(self) -> int | None:
         return self.data.get("threads")
+
+    @property
+    def precision(self) -> str | None:
+        """What the run computed in: "fp32", "bf16" or "fp16". Files from before it was recorded: "fp32"
+        without --mixed-precision, else "bf16/fp16" (autocast ran, in one of the two); None without settings."""
+        if "precision" in self.data:
+            return self.data["precision"]
+        if self.train_config is None:
+            return None
+        return "bf16/fp16" if self.train_config.get("mixed_precision") else "fp32"
 
     @property
     def samples_in_epoch(self) -> int:

@@ -29,7 +29,7 @@ from fashionrec.train.optim import frozen_parts
 from fashionrec.train.params import TrainConfig
 from fashionrec.train.resume_plan import Saved, plan_resume, resume_settings
 from fashionrec.train.schedule import current_beta1, current_lr, first_schedule
-from fashionrec.train.trainer import Trainer, TrainingStopped
+from fashionrec.train.trainer import Trainer, TrainingStopped, amp_settings, precision_name
 
 
 def use_deterministic_kernels(enabled: bool) -> None:
@@ -187,7 +187,8 @@ def run_resume(checkpoint: str, explicit: dict[str, Any]) -> Path | None:
     cache = _shared_cache(cfg, data, preprocess, dist)
     features = _shared_features(cfg, model, data, cache, device, dist, say)
     cpu_threads = threads if device.type == "cpu" else None
-    plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), cpu_threads)
+    precision = precision_name(amp_settings(device, cfg.mixed_precision).dtype)
+    plan = plan_resume(saved, cfg, changed, dist.world_size, len(data.triplets()), cpu_threads, precision)
     for warning in plan.warnings:
         say(f"warning: {warning}")
     spec, source = plan.schedule, ckpt.path

@@ -58,7 +58,8 @@ class TrainConfig:
         opt.Option(
             "--mixed-precision",
             False,
-            "bf16 autocast where supported, else fp16 with a grad scaler on CUDA",
+            "bf16 autocast where the device computes in bf16, fp16 with a grad scaler on older CUDA GPUs; "
+            "fp32 on CPUs without bf16 arithmetic (says so)",
             switch=True,
             group="optimisation",
         ),

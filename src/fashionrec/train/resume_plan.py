@@ -55,6 +55,7 @@ class Saved:
     lr: float | None = None
     beta1: float | None = None
     threads: int | None = None
+    precision: str | None = None  # "fp32", "bf16", "fp16", or "bf16/fp16" (older files); None: not known
     constant_lr: bool = False  # the original system's plain train.py: Adam at a constant LR, no schedule
 
     @classmethod
@@ -72,6 +73,7 @@ class Saved:
             lr=ckpt.current_lr,
             beta1=float(groups[0]["betas"][0]) if groups and "betas" in groups[0] else None,
             threads=ckpt.threads,
+            precision=ckpt.precision,
             constant_lr=ckpt.trained_at_constant_lr,
         )
 
@@ -106,10 +108,17 @@ class ResumePlan:
 
 
 def plan_resume(
-    saved: Saved, cfg: TrainConfig, changed: list[str], world_size: int, num_triplets: int, cpu_threads: int | None
+    saved: Saved,
+    cfg: TrainConfig,
+    changed: list[str],
+    world_size: int,
+    num_triplets: int,
+    cpu_threads: int | None,
+    precision: str = "fp32",
 ) -> ResumePlan:
     """The schedule and data position of the resumed run (see docs/resume.md, "Changing settings").
-    `cpu_threads`: torch's CPU thread count when training on the CPU, else None."""
+    `cpu_threads`: torch's CPU thread count when training on the CPU, else None. `precision`: what this run
+    computes in (`trainer.amp_settings` on this device)."""
     warnings = []
     samples_in = saved.samples_in_epoch
     if saved.world_size != world_size:
@@ -122,6 +131,11 @@ def plan_resume(
         warnings.append(
             f"checkpoint was trained with {saved.threads} CPU threads, resuming with {cpu_threads}: on the CPU the run "
             f"is bit-exact only with the same count (pass --threads {saved.threads})"
+        )
+    if saved.precision is not None and precision not in saved.precision.split("/"):
+        warnings.append(
+            f"checkpoint was trained in {saved.precision}, this run computes in {precision}: the results differ "
+            "from those of an uninterrupted run (the run is no longer bit-exact)"
         )
     theirs = full_groups_only(cfg.preset) and "lr" not in changed
     for key in ("batch", "gradient_accumulation"):
