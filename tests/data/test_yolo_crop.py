@@ -58,6 +58,7 @@ def picture() -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
 
 
+@pytest.mark.slow
 def test_the_most_confident_box_of_a_real_detector(ultralytics: ModuleType, tmp_path: Path) -> None:
     weights = detector(ultralytics, tmp_path / "confident.pt", class_bias=0.0)
     image = picture()

@@ -24,6 +24,7 @@ def _model():
     return create_model("tiny", ["is red", "has long sleeves"], pretrained=False).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exclude_reference", [False, True])
 def test_gallery_encoded_once_and_recall_matches_brute_force(demo_data, tmp_path, exclude_reference):
     splits = load_split(demo_data, "val", ["dress", "shirt"])

@@ -50,6 +50,7 @@ def backend_factory(request: pytest.FixtureRequest, tmp_path: Path, quick_folder
         store.close()
 
 
+@pytest.mark.slow
 def test_search_matches_brute_force_after_reopening(backend_factory, data) -> None:
     make, reopen = backend_factory
     names, vectors, queries = data

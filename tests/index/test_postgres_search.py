@@ -47,6 +47,7 @@ def test_exact_search_is_the_brute_force_ranking_for_every_category_with_exclusi
     assert pg_catalog.search(queries[:1], 5, category="no such category") == [[]]
 
 
+@pytest.mark.slow
 def test_a_two_percent_category_above_the_threshold_is_walked_through_hnsw_with_high_recall(pg_open) -> None:
     pg_catalog = pg_open(approx_threshold=50)
     n, dim, k = 4000, 32, 10

@@ -28,6 +28,8 @@ from fashionrec.model import ModelConfig, TextTokenizer, build_model, create_mod
 from fashionrec.model.original import OriginalFashionVLP
 from fashionrec.model.original_format import convert_original, export_original, is_original_checkpoint
 
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
+
 TOTAL_STEPS = 20  # the original's OneCycleLR, over a short plan
 SECOND_COPY = "reference_block.feature_extractor."
 

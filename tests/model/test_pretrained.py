@@ -98,6 +98,7 @@ def test_a_malformed_name_is_neither_a_directory_nor_a_model_id(empty_caches):
         resolve_text_model(str(empty_caches / "no" / "such" / "folder"))
 
 
+@pytest.mark.slow
 def test_resnet50_weights_come_from_the_torch_hub_cache(empty_caches):
     checkpoints = empty_caches / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)

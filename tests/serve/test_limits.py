@@ -115,6 +115,7 @@ def read_all(sock: socket.socket) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_a_body_must_keep_a_minimum_rate() -> None:
     app = BodyLimit(body_length, max_bytes=10_000, timeout=0.5, min_rate=1000)
     with live_server(app) as url:
@@ -138,6 +139,7 @@ def test_a_body_must_keep_a_minimum_rate() -> None:
         assert read_all(steady).endswith(b"\r\n\r\n2000")
 
 
+@pytest.mark.slow
 def test_connections_must_finish_each_request_head_in_time(fake_recommender: Recommender) -> None:
     config = uvicorn_config(create_app(fake_recommender), log_level="warning", head_timeout=0.5, keep_alive_timeout=1)
     with live_server(config=config) as url:

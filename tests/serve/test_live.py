@@ -23,6 +23,7 @@ from fashionrec.serve.app import create_app
 TEXTS = ["is red", "has long sleeves", "is blue and striped", "is a maxi dress"]
 
 
+@pytest.mark.slow
 def test_concurrent_requests_get_the_same_answers_as_serial_ones(
     tiny_service: tuple[Recommender, Path], tiny_server: str
 ) -> None:

@@ -91,6 +91,7 @@ def test_frozen_features_are_computed_once_and_a_run_stopped_mid_epoch_resumes_b
     assert_same_encoder(load_model(final_checkpoint(resumed)), load_model(clip_dir))  # frozen: never trained
 
 
+@pytest.mark.slow
 def test_a_text_lr_fine_tunes_the_text_encoder_and_only_image_features_are_cached(
     clip_dir, small_data, tmp_path, counted, capsys
 ):

@@ -37,6 +37,7 @@ def test_a_nan_loss_stops_the_run_before_anything_is_saved(trainer, tmp_path):
     assert list(tmp_path.glob("*.pt")) == []
 
 
+@pytest.mark.slow
 def test_weights_that_became_infinite_are_never_saved(trainer, tmp_path, monkeypatch):
     """As with fp16, where the grad scaler skips inf steps, the loss of the epoch stays finite."""
     real_step = trainer.step

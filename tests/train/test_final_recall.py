@@ -10,6 +10,7 @@ from fashionrec.cli.main import main
 from fashionrec.model.checkpoint_format import read
 
 
+@pytest.mark.slow
 def test_final_recall_with_fast_validation_equals_evaluate_json(small_data, cache_dir, tmp_path, capsys):
     data = ["--path-file", str(small_data), "--path-folder", str(small_data / "images"), "--categories", "dress"]
     common = [*data, "--cache-dir", str(cache_dir), "--num-workers", "0"]

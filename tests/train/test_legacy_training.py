@@ -3,10 +3,13 @@ work with the default flags, for training and for an exact resume."""
 
 from __future__ import annotations
 
+import pytest
 from train_helpers import assert_same_training, final_checkpoint, legacy_copy
 
 from fashionrec.cli.main import main
 from fashionrec.model.checkpoint_format import read
+
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
 
 
 def test_train_on_the_legacy_layout_with_default_categories(small_data, cache_dir, tmp_path, capsys):

@@ -51,6 +51,7 @@ def test_oom_in_backward_halves_the_micro_batch_and_says_the_negatives_shrink(sm
     assert math.isfinite(p.epoch_loss_sum)
 
 
+@pytest.mark.slow
 def test_oom_with_accumulate_negatives_leaves_the_loss_and_the_step_unchanged(small_data, cache_dir):
     cfg = small_config(small_data, cache_dir, accumulate_negatives=True, gradient_accumulation=1)
     torch.manual_seed(0)  # the same weights whatever ran before in this process

@@ -80,6 +80,7 @@ def test_optimizer_state_with_other_groups_is_a_clear_error(small_data, cache_di
         make_trainer(small_config(small_data, cache_dir, backbone_lr=-1.0), model)
 
 
+@pytest.mark.slow
 def test_resume_with_parts_and_accumulated_negatives_is_bit_identical(train_args, tmp_path, capsys):
     """Dropout on: the replayed micro-batches' random streams travel in the checkpoint like the rest."""
     flags = ["--accumulate-negatives", "--backbone-lr", str(BACKBONE_LR), "--text-lr", str(TEXT_LR)]

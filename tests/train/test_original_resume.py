@@ -1,4 +1,4 @@
-"""The original system's users resume their own run: `python resume_training.py` and `./run_resume_training.sh`
+"""The original system's users resume their own run: `python resume_training.py` with the guide's settings
 on a checkpoint in the original's exact format (written by the spec of its model after two real AdamW +
 OneCycleLR steps, at reduced BERT width, keys under `_orig_mod.`), with annotations in its train.json /
 val.json layout (`feedback_tokens`) and its images folder. The original planned one epoch of two steps, so
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,13 +71,15 @@ def resume_event(folder: Path) -> dict:
     return resume
 
 
-def test_resume_training_py_continues_their_run(their_file, data_flags, require):
+def test_resume_training_py_continues_their_run_with_the_guides_settings(their_file, data_flags, require):
+    """The guide's resume (accumulation 2, mixed precision) on their file: one optimizer step past the end of
+    their OneCycleLR, as one ResNet-50 run (the shell script's own part is test_resume_script.py's)."""
     require("mediapipe")
     folder, before = their_file.parent, sha256(their_file)
     theirs = torch.load(their_file, weights_only=True)
     converted = read(their_file, note=lambda _: None, text_model=str(MINILM))
-    out = run(sys.executable, "resume_training.py", "--checkpoint", str(their_file), *data_flags,
-        "--epochs", "2", "--batch", "2", "--gradient-accumulation", "1", "--landmarks", "mediapipe")  # fmt: skip
+    out = run(sys.executable, "resume_training.py", "--checkpoint", str(their_file), *data_flags, "--epochs", "2",
+        "--batch", "2", "--gradient-accumulation", "2", "--mixed-precision", "--landmarks", "mediapipe")  # fmt: skip
 
     assert sha256(their_file) == before
     epoch_file = next(folder.glob("resumed_model_epoch_2_recall_*.pt"))
@@ -87,9 +88,15 @@ def test_resume_training_py_continues_their_run(their_file, data_flags, require)
     assert final.name.startswith("final_resumed_model_epoch_2_recall_")
 
     resumed = load(epoch_file)
-    taken = QUERIES // 2  # batch 2, no accumulation
-    assert resumed["epoch"] == 2 and resumed["train_config"]["preset"] == "original"
-    assert resumed["global_step"] == theirs["scheduler_state_dict"]["last_epoch"] + taken > PLANNED_STEPS
+    cfg = resumed["train_config"]
+    assert (resumed["epoch"], cfg["preset"], cfg["gradient_accumulation"], cfg["mixed_precision"]) == (
+        2,
+        "original",
+        2,
+        True,
+    )
+    taken = QUERIES // (2 * 2)  # micro-batches of 2, accumulated by 2
+    assert resumed["global_step"] == theirs["scheduler_state_dict"]["last_epoch"] + taken == PLANNED_STEPS + 1
     # Adam's step counts continue, parameter for parameter (ids in fashionrec's order; BERT's pooler has none).
     start = adam_steps(converted.optimizer_state)
     assert set(start) == set(adam_steps(resumed["optimizer_state_dict"])) and len(start) < len(
@@ -105,6 +112,10 @@ def test_resume_training_py_continues_their_run(their_file, data_flags, require)
     assert "resume_training.py would stop after step 3" in out.stdout
     assert resumed["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(their_group["max_lr"] / 2.5e5)
     assert resumed["scheduler_state_dict"]["total_steps"] == PLANNED_STEPS
+    # Mixed precision is bf16 where the CPU has bf16 arithmetic; elsewhere fp32, said in one line.
+    native = cpu_has_native_bf16()
+    assert resumed["precision"] == ("bf16" if native else "fp32")
+    assert out.stdout.count("note: --mixed-precision: this CPU has no native bf16 arithmetic") == (0 if native else 1)
     # Their recalls were measured with their protocol, this run's with the standard one: best starts anew.
     assert "validation protocol changes from original to fashioniq-standard" in out.stdout
     assert resumed["val_protocols"] == ["original", "fashioniq-standard"]
@@ -114,24 +125,3 @@ def test_resume_training_py_continues_their_run(their_file, data_flags, require)
     model = load_model(epoch_file)
     assert isinstance(model, OriginalFashionVLP) and model.config.preset == "original"
     assert model.config.text == SMALL_BERT and model.config.preprocess["landmarks"] == "mediapipe"
-
-
-def test_run_resume_training_sh_continues_their_run(their_file, data_flags, tmp_path):
-    mine = tmp_path / THEIR_FILE
-    shutil.copy(their_file, mine)
-    out = run("./run_resume_training.sh", str(mine), data_flags[1], data_flags[3], "2", "2", *data_flags[4:])
-    assert "batch:                 2" in out.stdout and "epochs (total):        2" in out.stdout
-    final = load(final_checkpoint(tmp_path, "resumed"))
-    cfg = final["train_config"]
-    assert (final["epoch"], cfg["preset"], cfg["gradient_accumulation"], cfg["mixed_precision"]) == (
-        2,
-        "original",
-        2,
-        True,
-    )
-    assert final["global_step"] == PLANNED_STEPS + 1  # 4 triplets in micro-batches of 2, accumulated by 2
-    # Mixed precision is bf16 where the CPU has bf16 arithmetic; elsewhere fp32, said in one line.
-    native = cpu_has_native_bf16()
-    assert final["precision"] == ("bf16" if native else "fp32")
-    assert out.stdout.count("note: --mixed-precision: this CPU has no native bf16 arithmetic") == (0 if native else 1)
-    assert set(adam_steps(final["optimizer_state_dict"]).values()) == {3.0}

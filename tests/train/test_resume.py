@@ -16,6 +16,8 @@ from train_helpers import assert_same_training, final_checkpoint, load, run_cli,
 
 from fashionrec.cli.main import main
 
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
+
 EPOCHS = "3"
 
 
@@ -96,7 +98,6 @@ def _new(pattern: str, out: Path, count: int = 1):
     return lambda d: len({p.name for p in d.glob(pattern)} - before) >= count
 
 
-@pytest.mark.slow  # kills real processes
 def test_sigkill_at_several_moments_then_resume_is_bit_identical(reference, train_args, tmp_path):
     """Killed mid-epoch, mid-checkpoint-write and right after an epoch's save, stopped by SIGTERM in
     between, each time resumed from the folder: the end result has the uninterrupted run's bits."""

@@ -19,6 +19,8 @@ from fashionrec.cli.main import main
 from fashionrec.train import trainer as trainer_module
 from fashionrec.train.schedule import continuation_beta1, continuation_lr
 
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
+
 TRIPLETS = 90  # small_data's dress training triplets
 START = "optimized_model_epoch_2_step_2.pt"  # 2 steps x 2 micro-batches x 8 = 32 samples into epoch 2
 RESUMED_BATCH = 5
@@ -80,7 +82,6 @@ def extended(reference, tmp_path_factory, train_args) -> tuple[Path, dict[int, l
     return out, order
 
 
-@pytest.mark.slow
 def test_another_batch_size_keeps_the_data_order_of_the_epoch_in_progress(reference, extended):
     ref_order, order = reference[1], extended[1]
     assert load(reference[0] / START)["samples_in_epoch"] == 32

@@ -1,6 +1,6 @@
 """--mixed-precision (bf16 autocast on a CPU with bf16 arithmetic, fp32 elsewhere), --deterministic and --compile
 keep resume exact: a run resumed mid-epoch with the same flag ends bit-identical to the uninterrupted run with
-it. The epoch has a last, smaller batch (90 triplets, batch 8), so a compiled run meets two shapes."""
+it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from train_helpers import assert_same_training, final_checkpoint, load, run_cli,
 from fashionrec.cli.main import main
 from fashionrec.model import checkpoint_format
 from fashionrec.train.trainer import cpu_has_native_bf16
+
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
 
 START = "optimized_model_epoch_2_step_2.pt"  # 32 samples into epoch 2
 
@@ -101,12 +103,14 @@ def test_deterministic_resume_is_bit_identical(reference, train_args, tmp_path, 
     assert not differ(final_checkpoint(ref), final_checkpoint(reference()))
 
 
-@pytest.mark.slow  # compiles in two fresh processes, as a pre-empted job would
 def test_compiled_run_resumed_in_a_new_process_is_bit_identical(reference, train_args, tmp_path):
+    """Micro-batches of 5 that divide the 90 triplets: one shape, so one compilation of the training step per
+    process (each costs a minute on a 2-core CPU with an empty inductor cache)."""
+    one_shape = [*train_args, "--batch", "10"]
     ref = tmp_path / "reference"
-    run_cli("train", *train_args, "--compile", "--epochs", "2", "--save-every-steps", "1", "--output-dir", str(ref))
+    run_cli("train", *one_shape, "--compile", "--epochs", "2", "--save-every-steps", "1", "--output-dir", str(ref))
     resumed = copy_start(ref, tmp_path / "resumed")
-    run_cli("resume", "--checkpoint", str(resumed), *train_args)
+    run_cli("resume", "--checkpoint", str(resumed), *one_shape)
     assert load(final_checkpoint(resumed.parent))["train_config"]["compile"] is True
     assert_same_training(final_checkpoint(ref), final_checkpoint(resumed.parent))
-    assert differ(final_checkpoint(ref), final_checkpoint(reference()))  # the compiled kernels did run
+    assert differ(final_checkpoint(ref), final_checkpoint(reference("--batch", "10")))  # the compiled kernels ran

@@ -13,6 +13,8 @@ from train_helpers import final_checkpoint, load, run_main, save
 
 from fashionrec.cli.main import main
 
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
+
 ORIGINAL_KEYS = (
     "epoch",
     "model_state_dict",

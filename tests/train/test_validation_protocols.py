@@ -18,6 +18,8 @@ from fashionrec.data.datasets import TripletDataset
 from fashionrec.data.fashioniq import load_split
 from fashionrec.eval.original_protocol import FAST_BATCHES
 
+pytestmark = pytest.mark.slow  # trains for seconds: the whole suite runs it, the quick tier does not
+
 VAL_TRIPLETS = 33  # more than 30 batches of one
 
 
@@ -69,7 +71,6 @@ def test_original_validation_gives_their_number(their_layout, small_data, cache_
     assert 0 < metrics["average"]["recall_at_10"] < 1
 
 
-@pytest.mark.slow  # two CLI runs
 def test_protocols_are_recorded_per_entry_and_best_is_chosen_anew_when_it_changes(
     small_data, cache_dir, tmp_path, capsys
 ):
